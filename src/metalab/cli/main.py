@@ -1,0 +1,28 @@
+"""The `metalab` command: `metalab data fetch|info|show`, `metalab train`, `metalab eval`."""
+
+import argparse
+import sys
+
+from metalab.errors import MetalabError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from metalab.cli import data
+
+    parser = argparse.ArgumentParser(prog="metalab", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    data.add_commands(commands)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args) or 0
+    except MetalabError as error:
+        print(f"metalab: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

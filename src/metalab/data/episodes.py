@@ -1,0 +1,97 @@
+"""N-way K-shot Q-query classification tasks drawn from an in-memory image bank.
+
+All gathering is vectorized: a batch of B tasks is a handful of tensor ops on index arrays, with no
+per-image Python work and no image decoding, so sampling stays cheap beside a meta-step.
+"""
+
+import numpy as np
+import torch
+
+from metalab.data.omniglot import Omniglot
+from metalab.data.splits import Split, make_split
+from metalab.data.tasks import Episode
+from metalab.errors import MetalabError
+
+ROTATIONS = (0, 90, 180, 270)
+
+
+class ClassificationTasks:
+    """Tasks over classes given as rows of `class_images` (indices into `bank`).
+
+    bank:         uint8 [M, H, W], ink high
+    class_images: int64 [C, D]: the D images of each class, each column a distinct drawer.
+    Labels 0..N-1 are assigned to the N drawn classes in random order (a fresh permutation per task),
+    and the examples of the support and query sets are shuffled.
+    """
+
+    def __init__(self, bank: torch.Tensor, class_images: torch.Tensor, ways: int, shots: int, queries: int):
+        for name, value in (("ways", ways), ("shots", shots), ("queries", queries)):
+            if value <= 0:
+                raise MetalabError(f"{name} must be positive, got {value}")
+        num_classes, per_class = class_images.shape
+        if ways > num_classes:
+            raise MetalabError(f"{ways}-way tasks need {ways} classes but this split has only {num_classes}; "
+                               "lower --ways or use a larger split")
+        if shots + queries > per_class:
+            raise MetalabError(f"shots + queries = {shots} + {queries} exceeds the {per_class} drawings per class "
+                               "(each example comes from a distinct drawer); lower --shots or --queries")
+        self.bank, self.class_images = bank, class_images
+        self.ways, self.shots, self.queries = ways, shots, queries
+
+    @property
+    def num_classes(self) -> int:
+        return self.class_images.shape[0]
+
+    def sample(self, generator: torch.Generator, batch_size: int) -> Episode:
+        if batch_size <= 0:
+            raise MetalabError(f"batch size must be positive, got {batch_size}")
+        n, k, q = self.ways, self.shots, self.queries
+        num_classes, per_class = self.class_images.shape
+        # Random keys + topk = sampling without replacement, batched over tasks.
+        classes = torch.rand(batch_size, num_classes, generator=generator).topk(n, dim=1).indices  # [B, N]
+        drawers = torch.rand(batch_size, n, per_class, generator=generator).topk(k + q, dim=2).indices
+        images = self.class_images[classes.unsqueeze(-1), drawers]  # [B, N, K+Q]
+        labels = torch.arange(n).view(1, n, 1).expand(batch_size, n, k + q)
+        support = _shuffle(images[:, :, :k].reshape(batch_size, n * k), labels[:, :, :k].reshape(batch_size, -1), generator)
+        query = _shuffle(images[:, :, k:].reshape(batch_size, n * q), labels[:, :, k:].reshape(batch_size, -1), generator)
+        return Episode(self._pixels(support[0]), support[1], self._pixels(query[0]), query[1])
+
+    def _pixels(self, index: torch.Tensor) -> torch.Tensor:
+        """[B, S] image indices -> float32 [B, S, 1, H, W] in [0, 1]."""
+        # index_select is ~20x faster than advanced indexing here; scale after the dtype cast.
+        pixels = self.bank.index_select(0, index.reshape(-1)).to(torch.float32).mul_(1.0 / 255.0)
+        return pixels.view(*index.shape, 1, *self.bank.shape[1:])
+
+
+def _shuffle(index, labels, generator):
+    order = torch.rand(index.shape, generator=generator).argsort(dim=1)
+    return index.gather(1, order), labels.gather(1, order)
+
+
+def class_table(data: Omniglot, characters: np.ndarray, rotations=(0,)) -> tuple[torch.Tensor, torch.Tensor]:
+    """Bank of the drawings (rotated copies appended) and the [C, D] table of the classes
+    (character, rotation) for the given character ids."""
+    for r in rotations:
+        if r not in ROTATIONS:
+            raise MetalabError(f"rotation {r} is not one of {ROTATIONS}")
+    bank = np.concatenate([np.rot90(data.images, k=r // 90, axes=(1, 2)) for r in rotations])
+    per_character = np.bincount(data.character[np.isin(data.character, characters)])
+    counts = set(per_character[characters].tolist())
+    if len(counts) != 1:
+        raise MetalabError(f"characters have unequal numbers of drawings {sorted(counts)}; the data is incomplete: "
+                           "re-extract the archives (delete the cache folder)")
+    # data is sorted by (character, drawer), so each character's drawings are a contiguous run.
+    starts = np.searchsorted(data.character, characters)
+    table = starts[:, None] + np.arange(counts.pop())[None, :]  # [chars, D]
+    tables = [table + i * len(data.images) for i in range(len(rotations))]
+    return torch.from_numpy(np.ascontiguousarray(bank)), torch.from_numpy(np.concatenate(tables))
+
+
+def omniglot_tasks(data: Omniglot, split: str | Split, part: str, ways: int, shots: int, queries: int,
+                   rotations=None) -> ClassificationTasks:
+    """Tasks from one part of a split; rotations default to all four for train, none otherwise."""
+    split = make_split(split, data) if isinstance(split, str) else split
+    if rotations is None:
+        rotations = ROTATIONS if part == "train" else (0,)
+    bank, table = class_table(data, split.part(part), tuple(rotations))
+    return ClassificationTasks(bank, table, ways, shots, queries)

@@ -1,0 +1,72 @@
+"""The task interface every method consumes: a batch of episodes, each a support set and a query set.
+
+A task distribution is anything with `sample(generator, batch_size) -> Episode`. Bring your own by
+writing that one method (see README); the training loop and evaluation never look further.
+"""
+
+from typing import Iterator, NamedTuple, Protocol
+
+import numpy as np
+import torch
+
+
+class Episode(NamedTuple):
+    """A batch of B tasks. For N-way K-shot Q-query classification of 1x28x28 images:
+
+    support_x [B, N*K, 1, 28, 28] float32   support_y [B, N*K] int64 in 0..N-1
+    query_x   [B, N*Q, 1, 28, 28] float32   query_y   [B, N*Q] int64 in 0..N-1
+    For regression, x and y are [B, K, dim] and [B, Q, dim] float32.
+    """
+
+    support_x: torch.Tensor
+    support_y: torch.Tensor
+    query_x: torch.Tensor
+    query_y: torch.Tensor
+
+    def to(self, device) -> "Episode":
+        return Episode(*(t.to(device, non_blocking=True) for t in self))
+
+    def task(self, i: int) -> "Episode":
+        """Task i alone, keeping a batch dimension of 1."""
+        return Episode(*(t[i : i + 1] for t in self))
+
+    def tasks(self, start: int, stop: int) -> "Episode":
+        return Episode(*(t[start:stop] for t in self))
+
+    @property
+    def batch_size(self) -> int:
+        return self.support_x.shape[0]
+
+
+class TaskDistribution(Protocol):
+    def sample(self, generator: torch.Generator, batch_size: int) -> Episode:
+        """Draw `batch_size` tasks using only `generator` for randomness (so a seed fixes them)."""
+        ...
+
+
+def generator_for(seed: int, *key: int) -> torch.Generator:
+    """A CPU generator determined by (seed, *key), e.g. (seed, step): identical on every machine/process.
+
+    Distinct keys give statistically independent streams (numpy's SeedSequence hashing).
+    """
+    state = np.random.SeedSequence([seed, *key]).generate_state(2, np.uint32)
+    generator = torch.Generator()
+    generator.manual_seed(int(state[0]) << 32 | int(state[1]))
+    return generator
+
+
+def concat(episodes: list[Episode]) -> Episode:
+    return Episode(*(torch.cat(parts) for parts in zip(*episodes)))
+
+
+def fixed_episodes(tasks: TaskDistribution, seed: int, count: int, batch_size: int = 50) -> Iterator[Episode]:
+    """The evaluation set fixed by (task distribution, seed, count), in batches of `batch_size`.
+
+    Episode i depends only on (seed, i): every method sees identical episodes whatever its batch size,
+    and a longer set extends a shorter one.
+    """
+    if count <= 0 or batch_size <= 0:
+        raise ValueError(f"episode count and batch size must be positive, got {count} and {batch_size}")
+    for start in range(0, count, batch_size):
+        stop = min(start + batch_size, count)
+        yield concat([tasks.sample(generator_for(seed, 1, i), 1) for i in range(start, stop)])

@@ -1,0 +1,37 @@
+"""Pictures: sampled episodes and learning curves (matplotlib, headless)."""
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from metalab.data.atomic import atomic_path  # noqa: E402
+from metalab.data.tasks import Episode  # noqa: E402
+
+
+def episode_grid(episode: Episode, path: Path, max_queries: int = 10) -> Path:
+    """One row per task: its support images, then up to `max_queries` query images, each titled
+    with its label. Writes a PNG atomically."""
+    tasks = episode.batch_size
+    support = episode.support_x.shape[1]
+    queries = min(max_queries, episode.query_x.shape[1])
+    columns = support + queries
+    fig, axes = plt.subplots(tasks, columns, figsize=(0.9 * columns, 1.1 * tasks), squeeze=False)
+    for t in range(tasks):
+        for c in range(columns):
+            is_support = c < support
+            x, y = (episode.support_x, episode.support_y) if is_support else (episode.query_x, episode.query_y)
+            i = c if is_support else c - support
+            ax = axes[t][c]
+            ax.imshow(x[t, i, 0].cpu().numpy(), cmap="Blues" if is_support else "Oranges", vmin=0, vmax=1)
+            ax.set_title(f"{'S' if is_support else 'Q'} {int(y[t, i])}", fontsize=7)
+            ax.set_xticks([]), ax.set_yticks([])
+    fig.suptitle("support (blue) and query (orange) examples with their labels; one task per row", fontsize=9)
+    fig.tight_layout()
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
+    return path

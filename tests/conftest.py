@@ -1,0 +1,51 @@
+"""Shared fixtures: the real Omniglot archives (read-only) and a private cache folder per session."""
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def shared_data_dir() -> Path | None:
+    for candidate in (os.environ.get("METALAB_DATA"), REPO.parent / "shared" / "data" / "omniglot"):
+        if candidate and (Path(candidate) / "images_background_small1.zip").exists():
+            return Path(candidate)
+    return None
+
+
+@pytest.fixture(scope="session")
+def omniglot_dir() -> Path:
+    path = shared_data_dir()
+    if path is None:
+        pytest.skip("the minimal Omniglot archives are not here: set METALAB_DATA to their folder")
+    return path
+
+
+@pytest.fixture(scope="session", autouse=True)
+def private_cache(tmp_path_factory):
+    """Tests never read or write the user's real cache."""
+    cache = tmp_path_factory.mktemp("metalab-cache")
+    previous = os.environ.get("METALAB_CACHE")
+    os.environ["METALAB_CACHE"] = str(cache)
+    yield cache
+    if previous is None:
+        os.environ.pop("METALAB_CACHE", None)
+    else:
+        os.environ["METALAB_CACHE"] = previous
+
+
+@pytest.fixture(autouse=True)
+def _deterministic():
+    torch.manual_seed(0)
+    torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+@pytest.fixture(scope="session")
+def minimal(omniglot_dir):
+    """(Omniglot, Split) of the minimal split, loaded once."""
+    from metalab.data.splits import load_split_data
+
+    return load_split_data("minimal", omniglot_dir, download_missing=False)
