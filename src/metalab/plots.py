@@ -35,3 +35,24 @@ def episode_grid(episode: Episode, path: Path, max_queries: int = 10) -> Path:
         fig.savefig(tmp, format="png", dpi=100)
     plt.close(fig)
     return path
+
+
+def learning_curves(metrics_path: Path, path: Path, problem: str) -> Path:
+    """Training loss and validation score against meta-steps and against wall time."""
+    import json
+
+    records = [json.loads(line) for line in Path(metrics_path).read_text().splitlines() if line]
+    val = [r for r in records if "val" in r]
+    label = "accuracy" if problem == "omniglot" else "MSE"
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    axes[0].plot([r["step"] for r in records], [r["loss"] for r in records], lw=0.8)
+    axes[0].set(xlabel="meta-step", ylabel="meta-train query loss", yscale="log")
+    axes[1].plot([r["step"] for r in val], [r["val"] for r in val], marker="o")
+    axes[1].set(xlabel="meta-step", ylabel=f"meta-val {label}")
+    axes[2].plot([r["time"] / 60 for r in val], [r["val"] for r in val], marker="o")
+    axes[2].set(xlabel="training wall time (minutes)", ylabel=f"meta-val {label}")
+    fig.tight_layout()
+    with atomic_path(Path(path)) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
+    return Path(path)

@@ -32,7 +32,7 @@ BASE_URL = "https://raw.githubusercontent.com/brendenlake/omniglot/master/python
 URL_ENV = "METALAB_OMNIGLOT_URL"  # replaces BASE_URL: a mirror with the same layout (and the tests)
 TIMEOUT_S = 30.0  # per socket operation (connect, each read), so a stalled server cannot hang us
 MAX_ATTEMPTS = 4  # the first request plus 3 retries
-BACKOFF_S = 1.0  # wait before retry k is BACKOFF_S * 2**(k-1): 1 s, 2 s, 4 s
+BACKOFF_S = 0.5  # wait before retry k is BACKOFF_S * 2**(k-1): 0.5 s, 1 s, 2 s
 _CHUNK = 1 << 16
 
 

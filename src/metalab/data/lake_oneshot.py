@@ -156,7 +156,7 @@ def _labels(tree: "_Tree", run: str) -> np.ndarray:
     """int64 [20]: the true label of item01..item20 of `run`, from its class_labels.txt."""
     relative = f"{run}/class_labels.txt"
     source = tree.describe(relative)
-    text = tree.read(relative).decode("utf-8", errors="replace")
+    text = tree.read(relative).decode("utf-8-sig", errors="replace")
     labels = np.full(WAYS, -1, dtype=np.int64)
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
@@ -244,7 +244,8 @@ class _FolderTree(_Tree):
             holders = [p for p in path.iterdir() if p.is_dir() and any(_RUN.match(q.name) and q.is_dir()
                                                                        for q in p.iterdir())]
             if len(holders) > 1:
-                raise MetalabError(f"{path} holds run folders in several subfolders ({sorted(h.name for h in holders)}); "
+                found = sorted(h.name for h in holders)
+                raise MetalabError(f"{path} holds run folders in several subfolders ({found}); "
                                    "point at the one folder that holds run01, run02, ...")
             if holders:
                 self.root = holders[0]

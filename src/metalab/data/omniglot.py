@@ -116,17 +116,32 @@ def _merge(parts) -> Omniglot:
 def _load_archive(name: str, path: Path, sha256: str, settings: Preprocessing) -> dict:
     """The decoded arrays of one archive, from the cache, building it first if needed."""
     cache = paths.cache_dir() / f"omniglot-{name}-{sha256[:16]}-{settings.key()}.npz"
-    if not cache.exists():
+    arrays = _read_cache(cache)
+    if arrays is None:
         cache.parent.mkdir(parents=True, exist_ok=True)
         # Two processes may start at once: one builds, the other waits and then reads its result.
         with filelock.FileLock(str(cache) + ".lock"):
-            if not cache.exists():
+            arrays = _read_cache(cache)
+            if arrays is None:
                 arrays = _decode_archive(name, path, settings)
                 with atomic_path(cache) as tmp:
                     with open(tmp, "wb") as f:
                         np.savez(f, **arrays)
-    with np.load(cache) as npz:
-        return {k: npz[k] for k in npz.files}
+    return arrays
+
+
+_CACHED = ("images", "character", "drawer")
+
+
+def _read_cache(cache: Path) -> dict | None:
+    """The arrays of a cache file; None when it is absent or unreadable (damaged: it is then rebuilt)."""
+    if not cache.exists():
+        return None
+    try:
+        with np.load(cache) as npz:
+            return {k: npz[k] for k in _CACHED}
+    except (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile, zlib.error):
+        return None
 
 
 def _decode_archive(name: str, path: Path, settings: Preprocessing) -> dict:
@@ -146,10 +161,13 @@ def _decode_archive(name: str, path: Path, settings: Preprocessing) -> dict:
                     images.append(preprocess_image(image, settings, f"{path}:{member}"))
                 characters.append(f"{match['alphabet']}/{match['character']}")
                 drawers.append(int(match["drawer"]))
-    except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as error:
+    # zipfile raises NotImplementedError (a RuntimeError) for a damaged compression method or version
+    # field and RuntimeError for a damaged encryption flag; PIL raises SyntaxError for a broken PNG.
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError, RuntimeError, SyntaxError) as error:
         raise MetalabError(
             f"{path} is corrupt or truncated ({error}); delete it and run `metalab data fetch` "
             "to download it again") from error
     if not images:
-        raise MetalabError(f"{path} holds no Omniglot drawings; replace it with the official archive")
+        raise MetalabError(f"{path} holds no Omniglot drawings; delete it and run `metalab data fetch` "
+                           "to download the official archive")
     return {"images": np.stack(images), "character": np.array(characters), "drawer": np.array(drawers, np.int16)}

@@ -4,6 +4,7 @@ A task distribution is anything with `sample(generator, batch_size) -> Episode`.
 writing that one method (see README); the training loop and evaluation never look further.
 """
 
+import operator
 from typing import Iterator, NamedTuple, Protocol
 
 import numpy as np
@@ -47,9 +48,18 @@ class TaskDistribution(Protocol):
 def generator_for(seed: int, *key: int) -> torch.Generator:
     """A CPU generator determined by (seed, *key), e.g. (seed, step): identical on every machine/process.
 
-    Distinct keys give statistically independent streams (numpy's SeedSequence hashing).
+    Distinct (seed, *key) give statistically independent streams (numpy's SeedSequence hashing). Each part
+    (an integer in [0, 2**64)) enters as two 32-bit words after the number of parts: SeedSequence alone
+    zero-pads short entropy and splits big integers into words, so (seed, 1) and (seed, 1, 0), or
+    (2**32 + 5,) and (5, 1), would otherwise give the same stream.
     """
-    state = np.random.SeedSequence([seed, *key]).generate_state(2, np.uint32)
+    parts = [operator.index(part) for part in (seed, *key)]
+    words = [len(parts)]
+    for part in parts:
+        if not 0 <= part < 2**64:
+            raise ValueError(f"seed and key parts must be integers in [0, 2**64), got {part}")
+        words += [part & 0xFFFFFFFF, part >> 32]
+    state = np.random.SeedSequence(words).generate_state(2, np.uint32)
     generator = torch.Generator()
     generator.manual_seed(int(state[0]) << 32 | int(state[1]))
     return generator

@@ -1,0 +1,95 @@
+"""Every setting of a training run, in one typed dataclass, and the named presets.
+
+`metalab train --preset NAME --field value ...` starts from a preset and overrides fields by name.
+"""
+
+import dataclasses
+from dataclasses import dataclass
+
+from metalab.errors import MetalabError
+
+
+@dataclass(frozen=True)
+class Config:
+    # problem
+    problem: str = "omniglot"  # omniglot | sinusoid
+    split: str = "minimal"  # omniglot class split: minimal | lake | vinyals
+    ways: int = 5
+    shots: int = 1
+    queries: int = 15  # per class (omniglot) or points (sinusoid) in each task's query set
+    rotations: bool = True  # rotated characters (90/180/270) as extra meta-training classes
+    # model
+    hidden: int = 64  # Conv4 channels, or the MLP's width
+    pooling: bool = True  # Conv4 with max-pooling; False: the MAML paper's stride-2 convolutions
+    # method and inner loop
+    method: str = "maml"  # maml | fomaml | metasgd | learned_update
+    inner_lr: float = 0.4
+    inner_steps: int = 1  # during meta-training
+    eval_inner_steps: int = 3  # at validation and evaluation
+    lr_shape: str = "element"  # Meta-SGD learned rates: element | tensor
+    first_order_warmup: int = 0  # meta-steps of first-order MAML before second order (buys speed)
+    # outer loop
+    steps: int = 10_000
+    meta_batch_size: int = 32
+    meta_lr: float = 1e-3
+    lr_schedule: str = "cosine"  # cosine (to 0 at `steps`) | constant
+    grad_clip: float = 10.0  # max global norm of the meta-gradient; 0 disables clipping
+    task_batching: str = "loop"  # loop | vmap (see training/meta_step.py)
+    # validation, checkpoints, logs
+    val_every: int = 500
+    val_episodes: int = 200
+    checkpoint_every: int = 500
+    log_every: int = 10
+    seed: int = 0
+    device: str = "cpu"
+    threads: int = 0  # torch CPU threads; 0 = one per core
+    out_dir: str = ""  # default runs/<preset>
+
+    def __post_init__(self):
+        choices = {"problem": ("omniglot", "sinusoid"), "method": ("maml", "fomaml", "metasgd", "learned_update"),
+                   "lr_schedule": ("cosine", "constant"), "task_batching": ("loop", "vmap"),
+                   "lr_shape": ("element", "tensor"), "split": ("minimal", "lake", "vinyals")}
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise MetalabError(f"--{name.replace('_', '-')} must be one of {allowed}, got {getattr(self, name)!r}")
+        for name in ("ways", "shots", "queries", "hidden", "steps", "meta_batch_size", "val_every",
+                     "val_episodes", "checkpoint_every", "log_every"):
+            if getattr(self, name) <= 0:
+                raise MetalabError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
+        for name in ("inner_steps", "eval_inner_steps", "first_order_warmup", "threads"):
+            if getattr(self, name) < 0:
+                raise MetalabError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
+        if self.inner_lr <= 0 or self.meta_lr <= 0:
+            raise MetalabError("--inner-lr and --meta-lr must be positive")
+
+    def replace(self, **changes) -> "Config":
+        return dataclasses.replace(self, **changes)
+
+
+_SINUSOID = Config(problem="sinusoid", shots=10, queries=10, hidden=40, inner_lr=0.01, inner_steps=1,
+                   eval_inner_steps=10, steps=70_000, meta_batch_size=25, meta_lr=1e-3, lr_schedule="constant",
+                   grad_clip=0.0, task_batching="vmap", val_every=2000, val_episodes=200, checkpoint_every=2000,
+                   log_every=100)
+# Omniglot on 2 CPU cores. Bought speed, stated in the README: the MAML paper's stride-2 Conv4 (~3x cheaper
+# than max-pooling here), 32 channels, 5 queries per class, 16 tasks per meta-batch.
+_OMNIGLOT = Config(hidden=32, pooling=False, queries=5, meta_batch_size=16, steps=8000, meta_lr=1e-3,
+                   inner_lr=0.4, inner_steps=1, eval_inner_steps=3, val_every=500, checkpoint_every=500)
+
+PRESETS: dict[str, Config] = {
+    "sinusoid-maml": _SINUSOID,
+    "sinusoid-metasgd": _SINUSOID.replace(method="metasgd"),
+    "omniglot-5w1s-maml": _OMNIGLOT,
+    "omniglot-5w1s-fomaml": _OMNIGLOT.replace(method="fomaml"),
+    "omniglot-5w1s-metasgd": _OMNIGLOT.replace(method="metasgd"),
+    "omniglot-5w1s-learned": _OMNIGLOT.replace(method="learned_update"),
+    "omniglot-5w5s-maml": _OMNIGLOT.replace(shots=5),
+    "omniglot-20w1s-maml": _OMNIGLOT.replace(ways=20, inner_lr=0.1, meta_batch_size=8),
+    # The README's main job: a few minutes of second-order MAML on 2 cores.
+    "omniglot-demo": _OMNIGLOT.replace(steps=500, val_every=100, checkpoint_every=100, val_episodes=100),
+}
+
+
+def preset(name: str) -> Config:
+    if name not in PRESETS:
+        raise MetalabError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
+    return PRESETS[name]

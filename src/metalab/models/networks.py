@@ -1,0 +1,35 @@
+"""The networks of the field: Conv4 for images, a small MLP for sinusoids.
+
+Conv4: 4 x [3x3 conv, batch norm, ReLU, 2x2 max-pool] then a linear layer.
+`pooling=False` gives the MAML paper's Omniglot variant, stride-2 convolutions instead of pooling.
+Batch norm always normalizes with the statistics of the set it is applied to (no running averages, so
+no state is carried between tasks), as in the MAML paper.
+"""
+
+from torch import nn
+
+
+def conv4(ways: int, in_channels: int = 1, hidden: int = 64, pooling: bool = True, image_size: int = 28) -> nn.Sequential:
+    layers, channels, size = [], in_channels, image_size
+    for _ in range(4):
+        if pooling:
+            layers += [nn.Conv2d(channels, hidden, 3, padding=1), _batch_norm(hidden), nn.ReLU(), nn.MaxPool2d(2)]
+            size //= 2
+        else:
+            layers += [nn.Conv2d(channels, hidden, 3, stride=2, padding=1), _batch_norm(hidden), nn.ReLU()]
+            size = (size + 1) // 2
+        channels = hidden
+    return nn.Sequential(*layers, nn.Flatten(), nn.Linear(hidden * size * size, ways))
+
+
+def _batch_norm(channels: int) -> nn.BatchNorm2d:
+    return nn.BatchNorm2d(channels, track_running_stats=False)
+
+
+def mlp(in_features: int = 1, hidden: int = 40, layers: int = 2, out_features: int = 1) -> nn.Sequential:
+    """The MAML paper's sinusoid regressor: `layers` hidden ReLU layers of `hidden` units."""
+    modules, width = [], in_features
+    for _ in range(layers):
+        modules += [nn.Linear(width, hidden), nn.ReLU()]
+        width = hidden
+    return nn.Sequential(*modules, nn.Linear(width, out_features))

@@ -1,0 +1,156 @@
+"""The one meta-training loop, for every method.
+
+Each step draws its tasks from a generator seeded by (seed, step), so a run is a pure function of its
+config: resuming from a checkpoint, or sharding a step's tasks over processes, computes the same thing.
+"""
+
+import dataclasses
+import json
+import math
+import time
+from functools import partial
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from metalab.config import Config
+from metalab.data.tasks import fixed_episodes, generator_for
+from metalab.errors import MetalabError
+from metalab.evaluation.evaluate import evaluate
+from metalab.methods.optimization import init_meta, task_loss
+from metalab.problem import build_problem
+from metalab.training import checkpoint
+from metalab.training.meta_step import accumulate_meta_gradient
+
+TRAIN_STREAM, VAL_SEED = 0, 1_000_003  # validation episodes: a fixed set, never the test seed
+
+
+def configure_torch(config: Config) -> torch.device:
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    if config.device.startswith("cuda") and not torch.cuda.is_available():
+        raise MetalabError(f"--device {config.device} asked for, but this machine has no CUDA device; use --device cpu")
+    return torch.device(config.device)
+
+
+def meta_parameters(meta: dict) -> list[torch.Tensor]:
+    return [p for group in meta.values() for p in group.values()]
+
+
+def train(config: Config, out_dir: Path, resume: bool = False, data_dir=None) -> Path:
+    """Meta-train; writes last.pt / best.pt, metrics.jsonl, TensorBoard events and curves.png to out_dir."""
+    device = configure_torch(config)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    problem = build_problem(config, data_dir, parts=("train", "val"))
+    torch.manual_seed(config.seed)
+    meta = init_meta(problem.learner.model, problem.inner)
+    meta = {g: {n: p.detach().to(device).requires_grad_(True) for n, p in ps.items()} for g, ps in meta.items()}
+    problem.learner.model.to(device)
+    optimizer = torch.optim.Adam(meta_parameters(meta), lr=config.meta_lr)
+    schedule = _schedule(config)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+    start, best = 0, None
+    if resume and (out_dir / "last.pt").exists():
+        state = checkpoint.load(out_dir / "last.pt", device)
+        if state["config"] != dataclasses.asdict(config):
+            raise MetalabError(f"{out_dir}/last.pt was written with a different config; resume with the same "
+                               "preset and overrides, or train into another --out-dir")
+        for group, params in state["meta"].items():
+            for name, value in params.items():
+                meta[group][name].data.copy_(value)
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["torch_rng"])
+        start, best = state["step"], state["best"]
+        _truncate_log(out_dir / "metrics.jsonl", start)
+    elif resume:
+        print(f"no checkpoint in {out_dir}; starting from step 0")
+    else:
+        (out_dir / "metrics.jsonl").unlink(missing_ok=True)
+
+    from torch.utils.tensorboard import SummaryWriter
+
+    writer = SummaryWriter(str(out_dir / "tensorboard"), purge_step=start)
+    val_set = list(fixed_episodes(problem.tasks["val"], VAL_SEED, config.val_episodes))
+    log = open(out_dir / "metrics.jsonl", "a")
+    elapsed = _elapsed_at(out_dir / "metrics.jsonl")
+    clock = time.perf_counter() - elapsed
+    bar = tqdm(range(start, config.steps), initial=start, total=config.steps, desc="meta-train", dynamic_ncols=True)
+    for step in bar:
+        inner = problem.inner
+        if step < config.first_order_warmup and inner.method == "maml":
+            inner = dataclasses.replace(inner, method="fomaml")
+        loss_fn = partial(task_loss, learner=problem.learner, inner=inner, steps=config.inner_steps)
+        episode = problem.tasks["train"].sample(generator_for(config.seed, TRAIN_STREAM, step),
+                                                config.meta_batch_size).to(device)
+        optimizer.zero_grad(set_to_none=True)
+        loss, score = accumulate_meta_gradient(loss_fn, meta, episode, config.task_batching)
+        if not math.isfinite(loss):
+            raise MetalabError(f"the meta-training loss became {loss} at step {step}; lower --meta-lr or "
+                               f"--inner-lr (now {config.meta_lr} and {config.inner_lr}) or enable --grad-clip")
+        grad_norm = (torch.nn.utils.clip_grad_norm_(meta_parameters(meta), config.grad_clip)
+                     if config.grad_clip > 0 else torch.tensor(float("nan")))
+        optimizer.step()
+        scheduler.step()
+        done = step + 1
+        record = {"step": done, "time": time.perf_counter() - clock, "loss": loss, "score": score}
+        if done % config.log_every == 0:
+            record["grad_norm"] = float(grad_norm)
+            bar.set_postfix(loss=f"{loss:.3f}", score=f"{score:.3f}")
+        if done % config.val_every == 0 or done == config.steps:
+            result = evaluate(meta, problem.learner, problem.inner, val_set, [config.eval_inner_steps])
+            record["val"] = result[config.eval_inner_steps].mean
+            improved = best is None or _better(record["val"], best, config)
+            if improved:
+                best = record["val"]
+            bar.write(f"step {done}: val {'accuracy' if config.problem == 'omniglot' else 'MSE'} "
+                      f"{record['val']:.4f}{' (best)' if improved else ''}")
+            if improved:
+                checkpoint.save(out_dir / "best.pt", _state(config, meta, optimizer, scheduler, done, best))
+        if done % config.log_every == 0 or "val" in record:
+            log.write(json.dumps(record) + "\n")
+            log.flush()
+            for key in ("loss", "score", "val", "grad_norm"):
+                if key in record:
+                    writer.add_scalar(key, record[key], done)
+        if done % config.checkpoint_every == 0 or done == config.steps:
+            checkpoint.save(out_dir / "last.pt", _state(config, meta, optimizer, scheduler, done, best))
+    log.close()
+    writer.close()
+    from metalab.plots import learning_curves
+
+    learning_curves(out_dir / "metrics.jsonl", out_dir / "curves.png", config.problem)
+    return out_dir
+
+
+def _better(value: float, best: float, config: Config) -> bool:
+    return value > best if config.problem == "omniglot" else value < best
+
+
+def _schedule(config: Config):
+    if config.lr_schedule == "constant":
+        return lambda step: 1.0
+    return lambda step: 0.5 * (1.0 + math.cos(math.pi * min(step, config.steps) / config.steps))
+
+
+def _state(config, meta, optimizer, scheduler, step, best) -> dict:
+    return {"config": dataclasses.asdict(config), "step": step, "best": best,
+            "meta": {g: {n: p.detach().cpu() for n, p in ps.items()} for g, ps in meta.items()},
+            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+            "torch_rng": torch.get_rng_state()}
+
+
+def _truncate_log(path: Path, step: int) -> None:
+    """Drop log records written after the checkpoint we resume from (they will be recomputed)."""
+    if path.exists():
+        kept = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
+        path.write_text("".join(line + "\n" for line in kept))
+
+
+def _elapsed_at(path: Path) -> float:
+    """Training wall time already spent before a resume (last logged time)."""
+    if not path.exists() or not path.read_text().strip():
+        return 0.0
+    return json.loads(path.read_text().splitlines()[-1])["time"]

@@ -1,0 +1,38 @@
+"""The meta-gradient of a batch of tasks, for any method given as `task_loss(meta, task) -> (loss, score)`.
+
+How tasks are batched is a measured choice, not a taste:
+- "loop": one task at a time, each task's graph freed by its own backward. On a 2-core CPU this was as
+  fast as vmap for Conv4 and used 10-18x less memory, and it is exact with batch norm's learnable
+  scale and shift (vmap's second-order gradient through BatchNorm2d was off by ~5e-3 there).
+- "vmap": torch.func.vmap over tasks; pays off where each task is tiny (the sinusoid MLP).
+Both compute the gradient of the mean query loss over tasks; a test checks they agree.
+"""
+
+from typing import Callable
+
+import torch
+from torch.func import vmap
+
+from metalab.data.tasks import Episode
+
+BATCHING = ("loop", "vmap")
+
+
+def accumulate_meta_gradient(task_loss: Callable, meta: dict, episode: Episode, batching: str = "loop",
+                             scale: float = 1.0) -> tuple[float, float]:
+    """Add scale * d(mean task loss)/d(meta) to the .grad of every meta tensor.
+    Returns (mean loss, mean score) over the batch's tasks."""
+    tasks = episode.batch_size
+    if batching == "loop":
+        total_loss, total_score = 0.0, 0.0
+        for i in range(tasks):
+            loss, task_score = task_loss(meta, tuple(t[i] for t in episode))
+            (loss * (scale / tasks)).backward()
+            total_loss += loss.item()
+            total_score += task_score.item()
+        return total_loss / tasks, total_score / tasks
+    if batching == "vmap":
+        losses, scores = vmap(task_loss, in_dims=(None, 0), randomness="error")(meta, tuple(episode))
+        (losses.mean() * scale).backward()
+        return losses.mean().item(), scores.mean().item()
+    raise ValueError(f"unknown task batching {batching!r}; choose one of {BATCHING}")

@@ -1,0 +1,174 @@
+"""MAML and relatives against independent references, in float64.
+
+The reference below is a plainly written unrolled inner loop: its own forward pass with torch.nn.functional
+(no functional_call, no torch.func), torch.autograd.grad with create_graph for the inner steps.
+"""
+
+from functools import partial
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from metalab.data.tasks import Episode
+from metalab.methods.optimization import InnerLoop, Learner, cross_entropy, init_meta, mse, task_loss
+from metalab.models.networks import conv4, mlp
+from metalab.training.meta_step import accumulate_meta_gradient
+
+WAYS, SHOTS, QUERIES, SIZE, TASKS, ALPHA = 3, 2, 3, 8, 3, 0.3
+
+
+def tiny_problem(seed=0):
+    """A 3-way task batch of 8x8 images and a tiny stride-2 Conv4 (4 channels, batch norm with affine)."""
+    g = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    model = conv4(WAYS, hidden=4, pooling=False, image_size=SIZE).double()
+    labels = torch.arange(WAYS).repeat_interleave(SHOTS)
+    episode = Episode(torch.rand(TASKS, WAYS * SHOTS, 1, SIZE, SIZE, generator=g, dtype=torch.float64),
+                      labels.expand(TASKS, -1).clone(),
+                      torch.rand(TASKS, WAYS * QUERIES, 1, SIZE, SIZE, generator=g, dtype=torch.float64),
+                      torch.randint(0, WAYS, (TASKS, WAYS * QUERIES), generator=g))
+    return model, episode
+
+
+def reference_forward(params: list, x):
+    """The stride-2 Conv4 written out by hand: params in the order of model.parameters()."""
+    h = x
+    for layer in range(4):
+        conv_w, conv_b, bn_w, bn_b = params[4 * layer: 4 * layer + 4]
+        h = F.conv2d(h, conv_w, conv_b, stride=2, padding=1)
+        mean = h.mean(dim=(0, 2, 3), keepdim=True)
+        var = h.var(dim=(0, 2, 3), unbiased=False, keepdim=True)
+        h = (h - mean) / torch.sqrt(var + 1e-5) * bn_w.view(1, -1, 1, 1) + bn_b.view(1, -1, 1, 1)
+        h = torch.relu(h)
+    return h.flatten(1) @ params[16].T + params[17]
+
+
+def reference_meta_gradient(model, episode, steps, first_order=False):
+    theta = [p.detach().clone().requires_grad_(True) for p in model.parameters()]
+    total = 0.0
+    for t in range(episode.batch_size):
+        params = theta
+        for _ in range(steps):
+            loss = F.cross_entropy(reference_forward(params, episode.support_x[t]), episode.support_y[t])
+            grads = torch.autograd.grad(loss, params, create_graph=not first_order)
+            params = [p - ALPHA * g for p, g in zip(params, grads)]
+        total = total + F.cross_entropy(reference_forward(params, episode.query_x[t]), episode.query_y[t])
+    return torch.autograd.grad(total / episode.batch_size, theta)
+
+
+def metalab_meta_gradient(model, episode, steps, method="maml", batching="loop", lr_shape="element"):
+    inner = InnerLoop(method, ALPHA, lr_shape)
+    learner = Learner(model, cross_entropy)
+    meta = init_meta(model, inner)
+    meta = {g: {n: p.detach().double().requires_grad_(True) for n, p in ps.items()} for g, ps in meta.items()}
+    accumulate_meta_gradient(partial(task_loss, learner=learner, inner=inner, steps=steps), meta, episode, batching)
+    return meta
+
+
+def theta_grads(meta):
+    return [p.grad for p in meta["theta"].values()]
+
+
+@pytest.mark.parametrize("steps", [1, 3])
+def test_maml_equals_unrolled_reference(steps):
+    model, episode = tiny_problem()
+    expected = reference_meta_gradient(model, episode, steps)
+    got = theta_grads(metalab_meta_gradient(model, episode, steps))
+    for e, g in zip(expected, got):
+        torch.testing.assert_close(g, e, rtol=1e-6, atol=1e-10)
+
+
+@pytest.mark.parametrize("steps", [1, 3])
+def test_maml_agrees_with_central_finite_differences(steps):
+    model, episode = tiny_problem(seed=1)
+    meta = metalab_meta_gradient(model, episode, steps)
+    inner, learner = InnerLoop("maml", ALPHA), Learner(model, cross_entropy)
+    names = list(meta["theta"])
+    base = {n: p.detach() for n, p in meta["theta"].items()}
+
+    def objective(params):
+        losses = [task_loss({"theta": params}, tuple(t[i] for t in episode), learner, inner, steps)[0]
+                  for i in range(episode.batch_size)]
+        return torch.stack(losses).mean().item()
+
+    g = torch.Generator().manual_seed(3)
+    for _ in range(3):
+        direction = {n: torch.randn(base[n].shape, generator=g, dtype=torch.float64) for n in names}
+        eps = 1e-7  # batch norm over 6 examples makes this objective sharply curved: a small step
+        plus = objective({n: base[n] + eps * direction[n] for n in names})
+        minus = objective({n: base[n] - eps * direction[n] for n in names})
+        numeric = (plus - minus) / (2 * eps)
+        analytic = sum((meta["theta"][n].grad * direction[n]).sum().item() for n in names)
+        assert analytic == pytest.approx(numeric, rel=1e-5, abs=1e-8)
+
+
+def test_first_order_equals_detached_reference_and_differs_from_second_order():
+    model, episode = tiny_problem(seed=2)
+    expected = reference_meta_gradient(model, episode, steps=2, first_order=True)
+    got = theta_grads(metalab_meta_gradient(model, episode, steps=2, method="fomaml"))
+    second = theta_grads(metalab_meta_gradient(model, episode, steps=2, method="maml"))
+    for e, g in zip(expected, got):
+        torch.testing.assert_close(g, e, rtol=1e-6, atol=1e-10)
+    difference = max((a - b).abs().max().item() for a, b in zip(got, second))
+    assert difference > 1e-4
+
+
+@pytest.mark.parametrize("lr_shape", ["element", "tensor"])
+def test_metasgd_at_its_initial_rates_equals_maml(lr_shape):
+    model, episode = tiny_problem(seed=4)
+    maml = theta_grads(metalab_meta_gradient(model, episode, steps=2))
+    meta = metalab_meta_gradient(model, episode, steps=2, method="metasgd", lr_shape=lr_shape)
+    for a, b in zip(maml, theta_grads(meta)):
+        torch.testing.assert_close(b, a, rtol=1e-10, atol=1e-12)
+    # The learned rates get a meta-gradient of their own.
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in meta["inner_lr"].values())
+
+
+def test_learned_update_at_initialization_equals_maml():
+    model, episode = tiny_problem(seed=5)
+    maml = theta_grads(metalab_meta_gradient(model, episode, steps=2))
+    meta = metalab_meta_gradient(model, episode, steps=2, method="learned_update")
+    for a, b in zip(maml, theta_grads(meta)):
+        torch.testing.assert_close(b, a, rtol=1e-10, atol=1e-12)
+    assert meta["update_net"]["w2"].grad.abs().sum() > 0
+
+
+def test_vmap_over_tasks_equals_loop_for_the_sinusoid_mlp():
+    torch.manual_seed(0)
+    model = mlp(1, 40).double()
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(5, 20, 1, generator=g, dtype=torch.float64) * 10 - 5
+    y = torch.sin(x) * torch.rand(5, 1, 1, generator=g, dtype=torch.float64) * 5
+    episode = Episode(x[:, :10], y[:, :10], x[:, 10:], y[:, 10:])
+    inner, learner = InnerLoop("maml", 0.01), Learner(model, mse)
+    grads = {}
+    for batching in ("loop", "vmap"):
+        meta = {"theta": {n: p.detach().clone().requires_grad_(True) for n, p in model.named_parameters()}}
+        loss, _ = accumulate_meta_gradient(partial(task_loss, learner=learner, inner=inner, steps=2), meta, episode,
+                                           batching)
+        grads[batching] = (loss, [p.grad for p in meta["theta"].values()])
+    assert grads["vmap"][0] == pytest.approx(grads["loop"][0], rel=1e-12)
+    for a, b in zip(grads["loop"][1], grads["vmap"][1]):
+        torch.testing.assert_close(b, a, rtol=1e-9, atol=1e-12)
+
+
+def test_a_users_own_module_works_through_functional_call():
+    class Tiny(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.body = torch.nn.Linear(1, 8)
+            self.head = torch.nn.Linear(8, 1)
+
+        def forward(self, x):
+            return self.head(torch.tanh(self.body(x)))
+
+    model = Tiny().double()
+    x = torch.linspace(-1, 1, 8, dtype=torch.float64).view(1, 8, 1)
+    episode = Episode(x[:, :4], x[:, :4] ** 2, x[:, 4:], x[:, 4:] ** 2)
+    inner, learner = InnerLoop("maml", 0.1), Learner(model, mse)
+    meta = init_meta(model, inner)
+    loss, _ = accumulate_meta_gradient(partial(task_loss, learner=learner, inner=inner, steps=1), meta, episode)
+    assert all(p.grad is not None for p in meta["theta"].values())
+    # the module itself is untouched
+    assert all(p.grad is None for p in model.parameters())
