@@ -85,7 +85,7 @@ PRESETS: dict[str, Config] = {
     "omniglot-5w5s-maml": _OMNIGLOT.replace(shots=5),
     "omniglot-20w1s-maml": _OMNIGLOT.replace(ways=20, inner_lr=0.1, meta_batch_size=8),
     # The README's main job: a few minutes of second-order MAML on 2 cores.
-    "omniglot-demo": _OMNIGLOT.replace(steps=500, val_every=100, checkpoint_every=100, val_episodes=100),
+    "omniglot-demo": _OMNIGLOT.replace(steps=1000, val_every=250, checkpoint_every=250, val_episodes=100),
 }
 
 

@@ -24,13 +24,15 @@ def add_commands(commands) -> None:
     ev.add_argument("checkpoint")
     ev.add_argument("--ways", type=int, help="default: as trained")
     ev.add_argument("--shots", type=int, help="default: as trained")
-    ev.add_argument("--queries", type=int, help="default: as trained")
+    ev.add_argument("--queries", type=int, help="default: 15 per class (omniglot), 100 points (sinusoid)")
     ev.add_argument("--steps", type=int, help="inner steps (default: eval_inner_steps of the run)")
     ev.add_argument("--inner-lr", type=float, help="MAML/FOMAML inner learning rate (default: as trained)")
     ev.add_argument("--episodes", type=int, default=1000)
     ev.add_argument("--seed", type=int, default=0, help="fixes the episodes: same seed, same episodes for every method")
     ev.add_argument("--part", default="test", choices=("test", "val"))
     ev.add_argument("--data-dir")
+    ev.add_argument("--device", help="default: as trained (cpu or cuda)")
+    ev.add_argument("--threads", type=int, help="torch CPU threads (default: one per core)")
     ev.add_argument("--save-scores", help="write per-episode scores (.npy) for paired comparisons")
     ev.add_argument("--json", help="write the results as JSON")
     ev.set_defaults(run=run_eval)
@@ -64,6 +66,7 @@ def run_eval(args) -> None:
 
     results = evaluate_checkpoint(args.checkpoint, ways=args.ways, shots=args.shots, queries=args.queries,
                                   steps=args.steps, inner_lr=args.inner_lr, episodes=args.episodes, seed=args.seed,
-                                  part=args.part, data_dir=args.data_dir, save_scores=args.save_scores)
+                                  part=args.part, data_dir=args.data_dir, save_scores=args.save_scores,
+                                  device=args.device, threads=args.threads)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))

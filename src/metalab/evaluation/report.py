@@ -13,22 +13,28 @@ from metalab.problem import build_problem
 from metalab.training import checkpoint
 from metalab.training.loop import configure_torch
 
-TEST_SEED_BASE = 0  # evaluation episodes are fixed by (split, ways, shots, queries, seed, count)
+# Evaluation query-set sizes, whatever the training used: 15 per class is the field's standard for
+# Omniglot; 100 points per sinusoid task make each task's MSE a low-noise estimate.
+EVAL_QUERIES = {"omniglot": 15, "sinusoid": 100}
 
 
-def load_trained(path, device="cpu", **overrides):
+def load_trained(path, **overrides):
     """(config, meta, problem) of a checkpoint, with problem settings optionally overridden."""
-    state = checkpoint.load(path, device)
+    state = checkpoint.load(path, "cpu")
     config = Config(**state["config"]).replace(**{k: v for k, v in overrides.items() if v is not None})
     return config, state["meta"], state
 
 
 def evaluate_checkpoint(path, ways=None, shots=None, queries=None, steps=None, inner_lr=None, episodes=1000,
-                        seed=0, part="test", data_dir=None, save_scores=None) -> dict:
-    config, meta, state = load_trained(path, ways=ways, shots=shots, queries=queries, inner_lr=inner_lr)
-    configure_torch(config)
+                        seed=0, part="test", data_dir=None, save_scores=None, device=None, threads=None) -> dict:
+    config, meta, state = load_trained(path, ways=ways, shots=shots, inner_lr=inner_lr, device=device,
+                                       threads=threads)
+    config = config.replace(queries=queries or EVAL_QUERIES[config.problem])
+    device = configure_torch(config)
+    meta = {g: {n: p.to(device) for n, p in ps.items()} for g, ps in meta.items()}
     steps = config.eval_inner_steps if steps is None else steps
     problem = build_problem(config, data_dir, parts=(part,))
+    problem.learner.model.to(device)
     trained_ways = state["meta"]["theta"][_head_name(meta)].shape[0] if config.problem == "omniglot" else None
     if trained_ways is not None and trained_ways != config.ways:
         from metalab.errors import MetalabError

@@ -4,6 +4,7 @@ Each step draws its tasks from a generator seeded by (seed, step), so a run is a
 config: resuming from a checkpoint, or sharding a step's tasks over processes, computes the same thing.
 """
 
+import ctypes
 import dataclasses
 import json
 import math
@@ -27,11 +28,28 @@ TRAIN_STREAM, VAL_SEED = 0, 1_000_003  # validation episodes: a fixed set, never
 
 
 def configure_torch(config: Config) -> torch.device:
+    _keep_freed_memory()
     if config.threads:
         torch.set_num_threads(config.threads)
     if config.device.startswith("cuda") and not torch.cuda.is_available():
         raise MetalabError(f"--device {config.device} asked for, but this machine has no CUDA device; use --device cpu")
     return torch.device(config.device)
+
+
+def _keep_freed_memory() -> None:
+    """Ask glibc to keep freed blocks instead of returning them to the kernel at once.
+
+    A meta-step allocates and frees the same few-MB activations over and over; by default glibc maps
+    and unmaps each, and the page faults of touching fresh pages cost ~30% of an evaluation (measured).
+    A no-op where the C library is not glibc.
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    libc.mallopt(m_mmap_threshold, 1 << 30)
+    libc.mallopt(m_trim_threshold, 1 << 30)
 
 
 def meta_parameters(meta: dict) -> list[torch.Tensor]:
