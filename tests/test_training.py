@@ -1,0 +1,106 @@
+"""The meta-training loop: exact resume, atomic checkpoints, clear errors, the train/eval commands."""
+
+import json
+
+import pytest
+import torch
+
+from metalab.cli.main import main
+from metalab.config import preset
+from metalab.errors import MetalabError
+from metalab.training import checkpoint, loop
+
+SINUSOID = preset("sinusoid-maml").replace(steps=30, val_every=10, checkpoint_every=5, log_every=5, val_episodes=5,
+                                           meta_batch_size=4, threads=1)
+
+
+def final_meta(path):
+    return checkpoint.load(path / "last.pt")["meta"]
+
+
+def test_resume_after_a_crash_reaches_the_uninterrupted_result(tmp_path, monkeypatch):
+    loop.train(SINUSOID, tmp_path / "straight")
+
+    real_step = loop.accumulate_meta_gradient
+    calls = {"n": 0}
+
+    def crash_at_step_18(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 18:
+            raise KeyboardInterrupt("simulated crash")
+        return real_step(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "accumulate_meta_gradient", crash_at_step_18)
+    with pytest.raises(KeyboardInterrupt):
+        loop.train(SINUSOID, tmp_path / "resumed")
+    assert checkpoint.load(tmp_path / "resumed" / "last.pt")["step"] == 15
+    monkeypatch.setattr(loop, "accumulate_meta_gradient", real_step)
+    loop.train(SINUSOID, tmp_path / "resumed", resume=True)
+
+    straight, resumed = final_meta(tmp_path / "straight"), final_meta(tmp_path / "resumed")
+    for name, value in straight["theta"].items():
+        assert torch.equal(value, resumed["theta"][name]), name
+    steps = [json.loads(line)["step"] for line in (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()]
+    assert steps == sorted(set(steps)) and steps[-1] == 30  # no duplicated records after the resume
+    assert (tmp_path / "resumed" / "curves.png").stat().st_size > 0
+
+
+def test_resume_with_another_config_is_refused(tmp_path):
+    loop.train(SINUSOID.replace(steps=5), tmp_path)
+    with pytest.raises(MetalabError, match="different config"):
+        loop.train(SINUSOID.replace(steps=5, meta_lr=0.5), tmp_path, resume=True)
+
+
+def test_a_diverging_loss_stops_with_a_clear_error(tmp_path):
+    with pytest.raises(MetalabError, match="lower --meta-lr or --inner-lr"):
+        loop.train(SINUSOID.replace(inner_lr=1e6, steps=10), tmp_path)
+
+
+def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
+    checkpoint.save(tmp_path / "c.pt", {"step": 1})
+
+    def broken_save(obj, f, *args, **kwargs):
+        with open(f, "wb") as handle:
+            handle.write(b"partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", broken_save)
+    with pytest.raises(OSError):
+        checkpoint.save(tmp_path / "c.pt", {"step": 2})
+    monkeypatch.undo()
+    assert checkpoint.load(tmp_path / "c.pt")["step"] == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["c.pt"]
+
+
+def test_unreadable_checkpoint_is_a_clear_error(tmp_path):
+    (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(MetalabError, match="not a readable metalab checkpoint"):
+        checkpoint.load(tmp_path / "bad.pt")
+    with pytest.raises(MetalabError, match="no checkpoint"):
+        checkpoint.load(tmp_path / "missing.pt")
+
+
+def test_train_and_eval_commands_on_omniglot(tmp_path, omniglot_dir, capsys):
+    out = tmp_path / "run"
+    code = main(["train", "--preset", "omniglot-demo", "--data-dir", str(omniglot_dir), "--steps", "4",
+                 "--meta-batch-size", "2", "--hidden", "8", "--val-every", "2", "--val-episodes", "4",
+                 "--threads", "1", "--out-dir", str(out)])
+    assert code == 0
+    assert {"best.pt", "last.pt", "metrics.jsonl", "curves.png", "tensorboard"} <= {p.name for p in out.iterdir()}
+    assert any(p.name.startswith("events.out.tfevents") for p in (out / "tensorboard").iterdir())
+    code = main(["eval", str(out / "best.pt"), "--data-dir", str(omniglot_dir), "--episodes", "6", "--threads", "1",
+                 "--json", str(tmp_path / "r.json")])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "5-way 1-shot 15-query, 6 test episodes" in printed and "after  3 inner steps" in printed
+    results = json.loads((tmp_path / "r.json").read_text())
+    assert set(results["after_steps"]) == {"0", "1", "2", "3"}
+    # A 5-way head cannot be evaluated 20-way.
+    assert main(["eval", str(out / "best.pt"), "--data-dir", str(omniglot_dir), "--ways", "20"]) == 2
+    assert "--ways 5" in capsys.readouterr().err
+
+
+def test_bad_overrides_are_clear_errors(capsys):
+    assert main(["train", "--preset", "sinusoid-maml", "--method", "nope"]) == 2
+    assert "--method must be one of" in capsys.readouterr().err
+    assert main(["train", "--preset", "sinusoid-maml", "--meta-batch-size", "0"]) == 2
