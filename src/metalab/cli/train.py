@@ -37,6 +37,13 @@ def add_commands(commands) -> None:
     ev.add_argument("--json", help="write the results as JSON")
     ev.set_defaults(run=run_eval)
 
+    compare = commands.add_parser("compare", help="paired difference of two methods on the same episodes")
+    compare.add_argument("scores_a", help=".npy written by `metalab eval --save-scores`")
+    compare.add_argument("scores_b")
+    compare.add_argument("--step-a", type=int, default=-1, help="inner steps of A to compare (default: the last)")
+    compare.add_argument("--step-b", type=int, default=-1)
+    compare.set_defaults(run=run_compare)
+
 
 def _type_of(field):
     return {"int": int, "float": float, "str": str}.get(getattr(field.type, "__name__", field.type), str)
@@ -70,3 +77,18 @@ def run_eval(args) -> None:
                                   device=args.device, threads=args.threads)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
+
+
+def run_compare(args) -> None:
+    import numpy as np
+
+    from metalab.errors import MetalabError
+    from metalab.evaluation.stats import mean_ci, paired_difference
+
+    a, b = np.load(args.scores_a)[args.step_a], np.load(args.scores_b)[args.step_b]
+    if a.shape != b.shape:
+        raise MetalabError(f"{args.scores_a} has {a.size} episodes and {args.scores_b} has {b.size}; a paired "
+                           "comparison needs the same episodes (same --episodes, --seed, ways, shots, queries)")
+    print(f"A {args.scores_a}: {mean_ci(a)}")
+    print(f"B {args.scores_b}: {mean_ci(b)}")
+    print(f"A - B (paired over {a.size} episodes): {paired_difference(a, b)}")
