@@ -20,7 +20,7 @@ from metalab.data.tasks import fixed_episodes, generator_for
 from metalab.errors import MetalabError
 from metalab.evaluation.evaluate import evaluate
 from metalab.methods.optimization import init_meta, task_loss
-from metalab.problem import build_problem
+from metalab.problem import Problem, build_problem
 from metalab.training import checkpoint
 from metalab.training.meta_step import accumulate_meta_gradient
 
@@ -56,12 +56,15 @@ def meta_parameters(meta: dict) -> list[torch.Tensor]:
     return [p for group in meta.values() for p in group.values()]
 
 
-def train(config: Config, out_dir: Path, resume: bool = False, data_dir=None) -> Path:
-    """Meta-train; writes last.pt / best.pt, metrics.jsonl, TensorBoard events and curves.png to out_dir."""
+def train(config: Config, out_dir: Path, resume: bool = False, data_dir=None, problem: Problem | None = None) -> Path:
+    """Meta-train; writes last.pt / best.pt, metrics.jsonl, TensorBoard events and curves.png to out_dir.
+
+    `problem` replaces the one built from the config: your own task distributions and network.
+    """
     device = configure_torch(config)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    problem = build_problem(config, data_dir, parts=("train", "val"))
+    problem = problem or build_problem(config, data_dir, parts=("train", "val"))
     torch.manual_seed(config.seed)
     meta = init_meta(problem.learner.model, problem.inner)
     meta = {g: {n: p.detach().to(device).requires_grad_(True) for n, p in ps.items()} for g, ps in meta.items()}
