@@ -77,7 +77,7 @@ _OMNIGLOT = Config(hidden=32, pooling=False, queries=5, meta_batch_size=16, step
 
 PRESETS: dict[str, Config] = {
     "sinusoid-maml": _SINUSOID,
-    "sinusoid-metasgd": _SINUSOID.replace(method="metasgd"),
+    "sinusoid-metasgd": _SINUSOID.replace(method="metasgd", eval_inner_steps=1),  # its rates are learned for 1 step
     "omniglot-5w1s-maml": _OMNIGLOT,
     "omniglot-5w1s-fomaml": _OMNIGLOT.replace(method="fomaml"),
     "omniglot-5w1s-metasgd": _OMNIGLOT.replace(method="metasgd"),

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from metalab.data.tasks import Episode
-from metalab.evaluation.stats import Estimate, mean_ci
+from metalab.evaluation.stats import Estimate, summarize
 from metalab.methods.optimization import Learner, InnerLoop, adapt_steps, score
 
 
@@ -31,4 +31,4 @@ def per_episode_scores(meta, learner: Learner, inner: InnerLoop, episodes: Itera
 def evaluate(meta, learner, inner, episodes, steps: list[int]) -> dict[int, Estimate]:
     """Mean and 95% interval after each number of inner steps in `steps`."""
     scores = per_episode_scores(meta, learner, inner, episodes, max(steps))
-    return {s: mean_ci(scores[s]) for s in steps}
+    return {s: summarize(scores[s]) for s in steps}

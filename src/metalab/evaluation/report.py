@@ -8,7 +8,7 @@ import numpy as np
 from metalab.config import Config
 from metalab.data.tasks import fixed_episodes
 from metalab.evaluation.evaluate import per_episode_scores
-from metalab.evaluation.stats import mean_ci
+from metalab.evaluation.stats import summarize
 from metalab.problem import build_problem
 from metalab.training import checkpoint
 from metalab.training.loop import configure_torch
@@ -52,8 +52,11 @@ def evaluate_checkpoint(path, ways=None, shots=None, queries=None, steps=None, i
     results = {"checkpoint": str(path), "config": dataclasses.asdict(config), "part": part, "episodes": episodes,
                "seed": seed, "metric": what, "after_steps": {}}
     for s in range(steps + 1):
-        estimate = mean_ci(scores[s])
+        estimate = summarize(scores[s])
         text = estimate.as_percent() if what == "accuracy" else str(estimate)
+        diverged = int((~np.isfinite(scores[s])).sum())
+        if diverged:
+            text = f"diverged (non-finite {what} in {diverged} of {episodes} episodes)"
         print(f"  after {s:2d} inner steps: {what} {text}")
         results["after_steps"][s] = {"mean": estimate.mean, "ci95": estimate.ci95}
     if save_scores:

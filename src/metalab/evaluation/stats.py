@@ -31,6 +31,15 @@ def mean_ci(values) -> Estimate:
     return Estimate(float(values.mean()), float(1.96 * std / math.sqrt(values.size)), int(values.size))
 
 
+def summarize(values) -> Estimate:
+    """mean_ci, except that an evaluation where some episode diverged (a non-finite loss) is reported as
+    an infinite mean instead of stopping the run: a diverging inner loop is a result, not a crash."""
+    values = np.asarray(values, dtype=np.float64).reshape(-1)
+    if np.all(np.isfinite(values)):
+        return mean_ci(values)
+    return Estimate(float("inf"), float("nan"), int(values.size))
+
+
 def paired_difference(a, b) -> Estimate:
     """Mean of a - b over the same episodes, with its interval (narrower than comparing two intervals)."""
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)

@@ -1,0 +1,702 @@
+"""Second-order MAML meta-step: metalab against learn2learn and higher, on the same weights and tasks.
+
+Run on demand (pytest does not collect it):
+
+    python benchmarks/bench_maml.py                   # 10 interleaved rounds, 2 torch threads
+    python benchmarks/bench_maml.py --quick           # 2 rounds, 1 timed step each: does it all work?
+    python benchmarks/bench_maml.py --setup-only      # only build the throwaway environment
+
+The problem: Conv4 (3x3 conv, batch norm, ReLU, 2x2 max-pool; 64 channels), a meta-batch of 32 random
+5-way 1-shot 15-query tasks of 1x28x28 inputs, inner learning rate 0.4, S inner steps (--steps-list,
+default 1 and 5), the true second-order meta-gradient. Three implementations compute it:
+
+  metalab      accumulate_meta_gradient(task_loss, meta, episode, batching="loop")
+  learn2learn  l2l.algorithms.MAML(model, lr, first_order=False): clone(), adapt() S times
+  higher       higher.innerloop_ctx(model, SGD, copy_initial_weights=False, track_higher_grads=True)
+
+All three go through the tasks one at a time and call backward on each task's query loss (scaled by
+1/tasks), as each library's own MAML example does: a task's graph is freed before the next is built.
+A meta-step is zero_grad + the meta-gradient of the whole batch + one Adam step.
+
+What it does, in order:
+ 1. Builds (once) a throwaway virtual environment under --cache-dir with torch 2.13.0, learn2learn
+    0.2.0 and higher 0.2.1; metalab itself is put on the children's PYTHONPATH, not installed there.
+ 2. Checks, in float64 on a smaller Conv4, that the three meta-gradients agree (relative difference
+    per tensor <= --check-rtol); stops if they do not, since the timings would then compare different
+    computations.
+ 3. Times the three INTERLEAVED (metalab, learn2learn, higher, metalab, ...) for --repeats rounds.
+    Every measurement is a fresh child process, which reports its own peak resident set size
+    (getrusage ru_maxrss), so memory is per implementation; every child uses the same interpreter,
+    torch build, thread count and allocator settings.
+ 4. Measures metalab's peak memory for S in --memory-steps (one child each), with a line fitted to it.
+
+Writes benchmarks/results/maml.json (git-ignored) and prints a table of medians and ratios. Timings
+are only meaningful on an otherwise idle machine: the load average is recorded at start and end.
+"""
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+SRC = REPO / "src"
+IMPLS = ("metalab", "learn2learn", "higher")
+TORCH, LEARN2LEARN, HIGHER = "2.13.0", "0.2.0", "0.2.1"
+# Bump when the environment recipe below changes, so that an existing environment is rebuilt.
+RECIPE = {"recipe": 1, "torch": TORCH, "learn2learn": LEARN2LEARN, "higher": HIGHER}
+# metalab's runtime dependencies, the modules learn2learn imports at `import learn2learn`, and the tools
+# to rebuild learn2learn's Cython extensions. `wheel` lets pip build without build isolation.
+ENV_PACKAGES = ["numpy", "pillow", "platformdirs", "filelock", "tqdm", "scipy", "requests", "gym",
+                "cython<3", "wheel"]
+L2L_EXTENSIONS = ("meta_dataset", "task_dataset", "transforms")  # learn2learn/data/*.pyx
+
+
+# ----------------------------------------------------------------------------------------------------
+# The throwaway environment
+# ----------------------------------------------------------------------------------------------------
+
+TORCHVISION_STUB = '''"""Stand-in for torchvision, written by metalab's benchmarks/bench_maml.py. Not the real one.
+
+`import learn2learn` imports torchvision (for its vision datasets and transforms), though its MAML
+never uses it, and no torchvision release installs beside torch 2.13.0 here. Any `torchvision.*`
+module can be imported and any attribute exists, so those imports succeed; a lower-case name is a
+submodule, any other name a class that can be subclassed but not instantiated, so no code can
+silently run on the stand-in.
+"""
+
+import importlib.abc
+import importlib.machinery
+import sys
+import types
+
+__version__ = "0.0.0+stub"
+
+
+class Unavailable:
+    def __init__(self, *args, **kwargs):
+        raise RuntimeError("torchvision is only a stand-in in the MAML benchmark's environment")
+
+
+class StubModule(types.ModuleType):
+    def __getattr__(self, name):
+        if name.startswith("__"):
+            raise AttributeError(name)
+        if name[:1].islower():
+            value = importlib.import_module(f"{self.__name__}.{name}")
+        else:
+            value = type(name, (Unavailable,), {"__module__": self.__name__})
+        setattr(self, name, value)  # the same object on every access
+        return value
+
+
+class StubFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname.startswith(__name__ + "."):
+            return importlib.machinery.ModuleSpec(fullname, self, is_package=True)
+        return None
+
+    def create_module(self, spec):
+        return StubModule(spec.name)
+
+    def exec_module(self, module):
+        pass
+
+
+sys.modules[__name__].__class__ = StubModule
+sys.meta_path.insert(0, StubFinder())
+'''
+
+
+class Env:
+    """Paths of the throwaway environment under the cache folder."""
+
+    def __init__(self, cache: Path):
+        self.cache = cache
+        self.venv = cache / "venv"
+        self.python = self.venv / "bin" / "python"
+        self.stubs = cache / "stubs"
+        self.marker = self.venv / ".metalab-bench-ready"
+        self.log = cache / "setup.log"
+
+    def child_environ(self, threads: int) -> dict:
+        env = dict(os.environ)
+        for name in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", "PYTHONSTARTUP"):
+            env.pop(name, None)
+        # The stand-in torchvision and metalab's own source; nothing from the user's site-packages.
+        env["PYTHONPATH"] = os.pathsep.join([str(self.stubs), str(SRC)])
+        env["PYTHONNOUSERSITE"] = "1"
+        # torch.set_num_threads is called too; these keep OpenMP/MKL from sizing pools to all cores first.
+        env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(threads)
+        return env
+
+
+def ensure_env(env: Env) -> dict:
+    """Build the throwaway environment unless a complete one with the same recipe exists; return what
+    its interpreter reports about itself (versions, and where torchvision comes from)."""
+    if env.marker.exists() and json.loads(env.marker.read_text()) == RECIPE:
+        return verify_env(env)
+    env.cache.mkdir(parents=True, exist_ok=True)
+    print(f"building the benchmark's environment in {env.venv} (once; log: {env.log})", flush=True)
+    env.log.write_text("")
+    if not env.python.exists():
+        # From a venv, `-m venv` builds on the base interpreter: a plain venv, no system site-packages.
+        _run([sys.executable, "-m", "venv", str(env.venv)], env, "create the virtual environment")
+    pip = [str(env.python), "-m", "pip", "--disable-pip-version-check"]
+    # torch first and alone, so that nothing later can bring another build; the constraint then pins it
+    # for every later install. torchvision is never installed: see TORCHVISION_STUB.
+    _run(pip + ["install", f"torch=={TORCH}"], env, f"install torch {TORCH}")
+    constraints = env.cache / "constraints.txt"
+    constraints.write_text(f"torch=={TORCH}\n")
+    _run(pip + ["install", "-c", str(constraints), *ENV_PACKAGES], env, "install " + ", ".join(ENV_PACKAGES))
+    if not _installed(env, "learn2learn"):
+        install_learn2learn(env, pip)
+    _run(pip + ["install", "--no-deps", f"higher=={HIGHER}"], env, f"install higher {HIGHER}")
+    env.stubs.mkdir(parents=True, exist_ok=True)
+    (env.stubs / "torchvision").mkdir(exist_ok=True)
+    (env.stubs / "torchvision" / "__init__.py").write_text(TORCHVISION_STUB)
+    info = verify_env(env)
+    env.marker.write_text(json.dumps(RECIPE))
+    return info
+
+
+def install_learn2learn(env: Env, pip: list[str]) -> None:
+    """learn2learn 0.2.0 is published as source only, and the C files it ships were generated by an
+    old Cython that does not compile on Python 3.11 (longintrepr.h moved); regenerate them from the
+    .pyx sources with the Cython 0.29 installed above, then build without isolation so that pip uses
+    that Cython and torch instead of fetching others."""
+    downloads = env.cache / "downloads"
+    downloads.mkdir(exist_ok=True)
+    # --no-binary for learn2learn only: :all: would also build its build requirements from source.
+    _run(pip + ["download", f"learn2learn=={LEARN2LEARN}", "--no-deps", "--no-binary", "learn2learn",
+                "--no-build-isolation", "-d", str(downloads)], env, f"download learn2learn {LEARN2LEARN}")
+    archive = downloads / f"learn2learn-{LEARN2LEARN}.tar.gz"
+    build = env.cache / "build"
+    shutil.rmtree(build, ignore_errors=True)
+    build.mkdir()
+    with tarfile.open(archive) as tar:
+        tar.extractall(build, filter="data")
+    source = build / f"learn2learn-{LEARN2LEARN}"
+    pyx = [source / "learn2learn" / "data" / f"{name}.pyx" for name in L2L_EXTENSIONS]
+    for path in pyx:
+        path.with_suffix(".c").unlink(missing_ok=True)
+    _run([str(env.venv / "bin" / "cython"), "-3", *map(str, pyx)], env, "regenerate learn2learn's C files")
+    _run(pip + ["install", "--no-deps", "--no-build-isolation", str(source)], env, f"build learn2learn {LEARN2LEARN}")
+
+
+def _installed(env: Env, distribution: str) -> bool:
+    probe = f"import importlib.metadata as m; m.version({distribution!r})"
+    return subprocess.run([str(env.python), "-c", probe], capture_output=True).returncode == 0
+
+
+def _run(command: list[str], env: Env, what: str) -> None:
+    print(f"  {what} ...", flush=True)
+    with open(env.log, "a") as log:
+        log.write(f"\n$ {' '.join(command)}\n")
+        log.flush()
+        done = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, cwd=env.cache)
+    if done.returncode != 0:
+        tail = env.log.read_text().splitlines()[-30:]
+        raise SystemExit(f"bench_maml: could not {what} (exit {done.returncode}); end of {env.log}:\n"
+                         + "\n".join(tail))
+
+
+def verify_env(env: Env) -> dict:
+    """Import everything the children import, in a child, and check it is what it should be."""
+    probe = (
+        "import json, sys, torch, numpy, learn2learn, higher, torchvision, metalab.models.networks\n"
+        "print(json.dumps({'python': sys.version.split()[0], 'torch': torch.__version__,\n"
+        "    'numpy': numpy.__version__, 'learn2learn': learn2learn.__version__,\n"
+        "    'higher': getattr(higher, '__version__', None), 'torchvision': torchvision.__file__,\n"
+        "    'metalab': metalab.models.networks.__file__}))\n")
+    done = subprocess.run([str(env.python), "-c", probe], capture_output=True, text=True,
+                          env=env.child_environ(1), cwd=env.cache)
+    if done.returncode != 0:
+        raise SystemExit(f"bench_maml: the environment in {env.venv} does not import what it needs "
+                         f"(delete {env.cache} to rebuild it):\n{done.stderr[-3000:]}")
+    info = json.loads(done.stdout.strip().splitlines()[-1])
+    problems = []
+    if info["torch"].split("+")[0] != TORCH:
+        problems.append(f"torch is {info['torch']}, not {TORCH}")
+    if not info["torchvision"].startswith(str(env.stubs)):
+        problems.append(f"torchvision comes from {info['torchvision']}, not the stand-in")
+    if not info["metalab"].startswith(str(SRC)):
+        problems.append(f"metalab comes from {info['metalab']}, not {SRC}")
+    if problems:
+        raise SystemExit("bench_maml: " + "; ".join(problems) + f" (delete {env.cache} to rebuild)")
+    return info
+
+
+# ----------------------------------------------------------------------------------------------------
+# Children: each runs one implementation in the throwaway environment and prints one JSON line
+# ----------------------------------------------------------------------------------------------------
+
+def keep_freed_memory() -> None:
+    """The allocator setting `metalab train` applies (metalab.training.loop._keep_freed_memory), given to
+    every implementation alike: it changes both speed and peak RSS, so it must not differ between them.
+    Copied rather than imported, so that the other children need not import metalab's training code."""
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    libc.mallopt(m_mmap_threshold, 1 << 30)
+    libc.mallopt(m_trim_threshold, 1 << 30)
+
+
+def peak_rss_mib() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def child_prepare(spec: dict) -> dict:
+    """The shared inputs: Conv4's initial weights and a batch of random tasks, from one seed."""
+    import torch
+    from metalab.models.networks import conv4
+
+    c = spec["config"]
+    torch.manual_seed(c["seed"])
+    model = conv4(c["ways"], hidden=c["hidden"], pooling=True, image_size=28)
+    generator = torch.Generator().manual_seed(c["seed"] + 1)
+    b, n, k, q = c["tasks"], c["ways"], c["shots"], c["queries"]
+    labels = lambda per_class: torch.arange(n).repeat_interleave(per_class).expand(b, -1).contiguous()
+    episode = (torch.randn(b, n * k, 1, 28, 28, generator=generator), labels(k),
+               torch.randn(b, n * q, 1, 28, 28, generator=generator), labels(q))
+    torch.save({"state": model.state_dict(), "episode": episode, "config": c}, spec["path"])
+    return {"parameters": sum(p.numel() for p in model.parameters())}
+
+
+def build_meta_step(impl: str, model, episode, steps: int, inner_lr: float):
+    """(compute, named_parameters): compute() adds d(mean query loss)/d(theta) to the .grad of the
+    parameters and returns the mean query loss; named_parameters() are the meta-parameters theta."""
+    import torch
+    import torch.nn.functional as F
+
+    support_x, support_y, query_x, query_y = episode
+    tasks = support_x.shape[0]
+
+    if impl == "metalab":
+        from functools import partial
+
+        from metalab.data.tasks import Episode
+        from metalab.methods.optimization import InnerLoop, Learner, cross_entropy, init_meta, task_loss
+        from metalab.training.meta_step import accumulate_meta_gradient
+
+        inner = InnerLoop("maml", inner_lr)
+        meta = init_meta(model, inner)  # copies the model's (loaded) weights into meta["theta"]
+        loss_fn = partial(task_loss, learner=Learner(model, cross_entropy), inner=inner, steps=steps)
+        batch = Episode(*episode)
+
+        def compute():
+            return accumulate_meta_gradient(loss_fn, meta, batch, batching="loop")[0]
+
+        return compute, lambda: list(meta["theta"].items())
+
+    if impl == "learn2learn":
+        import learn2learn as l2l
+
+        maml = l2l.algorithms.MAML(model, lr=inner_lr, first_order=False)
+
+        def compute():
+            total = 0.0
+            for i in range(tasks):
+                learner = maml.clone()
+                for _ in range(steps):
+                    learner.adapt(F.cross_entropy(learner(support_x[i]), support_y[i]))
+                loss = F.cross_entropy(learner(query_x[i]), query_y[i])
+                (loss / tasks).backward()
+                total += loss.item()
+            return total / tasks
+
+        return compute, lambda: list(maml.module.named_parameters())
+
+    if impl == "higher":
+        import higher
+
+        inner_optimizer = torch.optim.SGD(model.parameters(), lr=inner_lr)
+
+        def compute():
+            total = 0.0
+            for i in range(tasks):
+                with higher.innerloop_ctx(model, inner_optimizer, copy_initial_weights=False,
+                                          track_higher_grads=True) as (fmodel, diffopt):
+                    for _ in range(steps):
+                        diffopt.step(F.cross_entropy(fmodel(support_x[i]), support_y[i]))
+                    loss = F.cross_entropy(fmodel(query_x[i]), query_y[i])
+                    (loss / tasks).backward()
+                total += loss.item()
+            return total / tasks
+
+        return compute, lambda: list(model.named_parameters())
+
+    raise ValueError(f"unknown implementation {impl!r}")
+
+
+def load_problem(spec: dict):
+    import torch
+    from metalab.models.networks import conv4
+
+    dtype = getattr(torch, spec["dtype"])
+    inputs = torch.load(spec["path"])
+    c = inputs["config"]
+    model = conv4(c["ways"], hidden=c["hidden"], pooling=True, image_size=28)
+    model.load_state_dict(inputs["state"])
+    model.to(dtype).train()
+    x_s, y_s, x_q, y_q = inputs["episode"]
+    return model, (x_s.to(dtype), y_s, x_q.to(dtype), y_q), c
+
+
+def child_gradient(spec: dict) -> dict:
+    """One meta-gradient, saved for comparison (no optimizer step)."""
+    import torch
+
+    model, episode, c = load_problem(spec)
+    compute, named = build_meta_step(spec["impl"], model, episode, spec["steps"], c["inner_lr"])
+    loss = compute()
+    torch.save({name: p.grad.detach().clone() for name, p in named()}, spec["out"])
+    return {"loss": loss}
+
+
+def child_time(spec: dict) -> dict:
+    """--warmup then --iters meta-steps (zero_grad, meta-gradient, Adam), each timed; peak RSS."""
+    import torch
+
+    model, episode, c = load_problem(spec)
+    compute, named = build_meta_step(spec["impl"], model, episode, spec["steps"], c["inner_lr"])
+    optimizer = torch.optim.Adam([p for _, p in named()], lr=1e-3)
+    rss_setup = peak_rss_mib()  # imports, inputs and model: what the meta-steps are measured above
+    times, losses = [], []
+    for _ in range(spec["warmup"] + spec["iters"]):
+        start = time.perf_counter()
+        optimizer.zero_grad(set_to_none=True)
+        losses.append(compute())
+        optimizer.step()
+        times.append(time.perf_counter() - start)
+    return {"times_s": times[spec["warmup"]:], "warmup_s": times[:spec["warmup"]], "first_loss": losses[0],
+            "rss_setup_mib": rss_setup, "rss_peak_mib": peak_rss_mib(), "torch_threads": torch.get_num_threads()}
+
+
+def child_compare(spec: dict) -> dict:
+    """Relative differences of the saved meta-gradients, per pair of implementations."""
+    import torch
+
+    grads = {impl: torch.load(path) for impl, path in spec["grads"].items()}
+    pairs = {}
+    names = list(grads)
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            if grads[a].keys() != grads[b].keys():
+                raise ValueError(f"{a} and {b} name their parameters differently")
+            per_tensor = {}
+            for name in grads[a]:
+                ga, gb = grads[a][name], grads[b][name]
+                scale = torch.maximum(ga.abs().max(), gb.abs().max())
+                per_tensor[name] = float((ga - gb).abs().max() / scale) if scale > 0 else 0.0
+            flat_a = torch.cat([g.reshape(-1) for g in grads[a].values()])
+            flat_b = torch.cat([g.reshape(-1) for g in grads[b].values()])
+            worst = max(per_tensor, key=per_tensor.get)
+            pairs[f"{a} vs {b}"] = {
+                "max_relative": per_tensor[worst], "worst_tensor": worst,
+                "norm_relative": float((flat_a - flat_b).norm() / flat_b.norm()),
+            }
+    return {"pairs": pairs}
+
+
+def child_main(spec: dict) -> None:
+    if spec.get("malloc") == "metalab":
+        keep_freed_memory()
+    import torch
+
+    torch.set_num_threads(spec.get("threads", 1))
+    run = {"prepare": child_prepare, "gradient": child_gradient, "time": child_time,
+           "compare": child_compare}[spec["mode"]]
+    print(json.dumps(run(spec)))
+
+
+# ----------------------------------------------------------------------------------------------------
+# The parent: no torch needed here
+# ----------------------------------------------------------------------------------------------------
+
+def run_child(env: Env, spec: dict, threads: int) -> dict:
+    command = [str(env.python), str(Path(__file__).resolve()), "--child", json.dumps(spec)]
+    done = subprocess.run(command, capture_output=True, text=True, env=env.child_environ(threads), cwd=env.cache)
+    if done.returncode != 0:
+        what = spec["mode"] + (f" {spec['impl']}" if "impl" in spec else "")
+        raise SystemExit(f"bench_maml: the {what} child failed (exit {done.returncode}):\n{done.stderr[-4000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def parse_list(text: str) -> list[int]:
+    values = [int(part) for part in text.split(",") if part.strip()]
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive integers separated by commas, got {text!r}")
+    return values
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps-list", type=parse_list, default=[1, 5], help="inner steps S to time (default 1,5)")
+    parser.add_argument("--repeats", type=int, default=None, help="interleaved rounds (default 10; 2 with --quick)")
+    parser.add_argument("--iters", type=int, default=None,
+                        help="timed meta-steps per child, after --warmup (default 2; 1 with --quick)")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed meta-steps first in every child")
+    parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads in every child (default 2)")
+    parser.add_argument("--quick", action="store_true", help="2 rounds of 1 timed step: checks that it all works")
+    parser.add_argument("--impls", default=",".join(IMPLS), help=f"which to time, in this order (default {','.join(IMPLS)})")
+    parser.add_argument("--tasks", type=int, default=32, help="meta-batch size")
+    parser.add_argument("--ways", type=int, default=5)
+    parser.add_argument("--shots", type=int, default=1)
+    parser.add_argument("--queries", type=int, default=15, help="queries per class")
+    parser.add_argument("--hidden", type=int, default=64, help="Conv4 channels")
+    parser.add_argument("--inner-lr", type=float, default=0.4)
+    parser.add_argument("--seed", type=int, default=0, help="weights and tasks (the same for all three)")
+    parser.add_argument("--memory-steps", type=parse_list, default=[1, 2, 3, 5, 8, 10],
+                        help="S for metalab's peak memory against S (default 1,2,3,5,8,10; empty: skip)")
+    parser.add_argument("--memory-tasks", type=int, default=8,
+                        help="meta-batch for the memory sweep: with task-by-task backward the peak does not "
+                             "depend on it, so a small one saves time (default 8)")
+    parser.add_argument("--check-hidden", type=int, default=16, help="Conv4 channels of the float64 check")
+    parser.add_argument("--check-tasks", type=int, default=4, help="tasks of the float64 check")
+    parser.add_argument("--check-queries", type=int, default=5, help="queries per class of the float64 check")
+    parser.add_argument("--check-rtol", type=float, default=1e-6,
+                        help="largest allowed max|a-b| / max|a|,|b| per gradient tensor in float64")
+    parser.add_argument("--skip-check", action="store_true", help="time without the gradient check")
+    parser.add_argument("--malloc", choices=("metalab", "default"), default="metalab",
+                        help="glibc settings in every child: those of `metalab train` (default) or glibc's own")
+    parser.add_argument("--cache-dir", default=str(default_cache()), help="where the throwaway environment lives")
+    parser.add_argument("--setup-only", action="store_true", help="build (or verify) the environment and stop")
+    parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "maml.json"))
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.repeats is None:
+        args.repeats = 2 if args.quick else 10
+    if args.iters is None:
+        args.iters = 1 if args.quick else 2
+    args.impls = [impl.strip() for impl in args.impls.split(",") if impl.strip()]
+    if not set(args.impls) <= set(IMPLS) or not args.impls:
+        parser.error(f"--impls takes a comma-separated subset of {','.join(IMPLS)}")
+    if min(args.repeats, args.iters, args.threads, args.tasks, args.memory_tasks, args.check_tasks) < 1 \
+            or args.warmup < 0:
+        parser.error("counts must be positive (--warmup may be 0)")
+    return args
+
+
+def default_cache() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "metalab-bench"
+
+
+def problem_config(args, **overrides) -> dict:
+    config = {"seed": args.seed, "ways": args.ways, "shots": args.shots, "queries": args.queries,
+              "hidden": args.hidden, "tasks": args.tasks, "inner_lr": args.inner_lr}
+    config.update(overrides)
+    return config
+
+
+def gradient_check(env: Env, args, work: Path) -> dict:
+    config = problem_config(args, hidden=args.check_hidden, tasks=args.check_tasks, queries=args.check_queries)
+    path = str(work / "check-inputs.pt")
+    run_child(env, {"mode": "prepare", "config": config, "path": path}, args.threads)
+    results = {"config": config, "dtype": "float64", "rtol": args.check_rtol, "by_steps": {}}
+    passed = True
+    for steps in args.steps_list:
+        losses, grads = {}, {}
+        for impl in IMPLS:
+            grads[impl] = str(work / f"grad-{impl}-{steps}.pt")
+            spec = {"mode": "gradient", "impl": impl, "steps": steps, "dtype": "float64", "path": path,
+                    "out": grads[impl], "threads": args.threads, "malloc": args.malloc}
+            losses[impl] = run_child(env, spec, args.threads)["loss"]
+        pairs = run_child(env, {"mode": "compare", "grads": grads}, args.threads)["pairs"]
+        ok = all(pair["max_relative"] <= args.check_rtol for pair in pairs.values())
+        passed &= ok
+        results["by_steps"][str(steps)] = {"query_loss": losses, "pairs": pairs, "passed": ok}
+        print(f"  S={steps}: " + "; ".join(f"{name} {pair['max_relative']:.1e}" for name, pair in pairs.items())
+              + ("  ok" if ok else f"  FAILED (rtol {args.check_rtol:g})"), flush=True)
+    results["passed"] = passed
+    return results
+
+
+def time_interleaved(env: Env, args, work: Path) -> dict:
+    path = str(work / "inputs.pt")
+    run_child(env, {"mode": "prepare", "config": problem_config(args), "path": path}, args.threads)
+    runs = {str(s): {impl: [] for impl in args.impls} for s in args.steps_list}
+    for round_ in range(args.repeats):
+        for steps in args.steps_list:
+            for impl in args.impls:  # interleaved: a slow spell of the machine hits all of them alike
+                spec = {"mode": "time", "impl": impl, "steps": steps, "dtype": "float32", "path": path,
+                        "warmup": args.warmup, "iters": args.iters, "threads": args.threads, "malloc": args.malloc}
+                result = run_child(env, spec, args.threads)
+                runs[str(steps)][impl].append(result)
+                print(f"  round {round_ + 1}/{args.repeats}  S={steps}  {impl:<11}  "
+                      f"{statistics.mean(result['times_s']):7.3f} s/step  peak {result['rss_peak_mib']:6.0f} MiB",
+                      flush=True)
+    return runs
+
+
+def summarize(runs: dict, impls: list[str]) -> dict:
+    summary = {}
+    for steps, by_impl in runs.items():
+        row = {}
+        for impl in impls:
+            results = by_impl[impl]
+            row[impl] = {
+                # a child's mean over its timed steps, then the median over children
+                "s_per_meta_step": statistics.median(statistics.mean(r["times_s"]) for r in results),
+                "peak_rss_mib": statistics.median(r["rss_peak_mib"] for r in results),
+                "meta_step_rss_mib": statistics.median(r["rss_peak_mib"] - r["rss_setup_mib"] for r in results),
+                "setup_rss_mib": statistics.median(r["rss_setup_mib"] for r in results),
+                "first_loss": results[0]["first_loss"],
+            }
+        base = row[impls[0]]
+        for impl in impls:
+            for key in ("s_per_meta_step", "peak_rss_mib", "meta_step_rss_mib"):
+                row[impl][key + "_ratio"] = row[impl][key] / base[key] if base[key] > 0 else None
+        summary[steps] = row
+    return summary
+
+
+def memory_sweep(env: Env, args, work: Path) -> dict:
+    path = str(work / "memory-inputs.pt")
+    config = problem_config(args, tasks=args.memory_tasks)
+    run_child(env, {"mode": "prepare", "config": config, "path": path}, args.threads)
+    points = []
+    for steps in args.memory_steps:
+        # two meta-steps: the second carries Adam's state, as every step of a real run does
+        spec = {"mode": "time", "impl": "metalab", "steps": steps, "dtype": "float32", "path": path,
+                "warmup": 1, "iters": 1, "threads": args.threads, "malloc": args.malloc}
+        result = run_child(env, spec, args.threads)
+        points.append({"steps": steps, "peak_rss_mib": result["rss_peak_mib"],
+                       "meta_step_rss_mib": result["rss_peak_mib"] - result["rss_setup_mib"],
+                       "s_per_meta_step": result["times_s"][0]})
+        print(f"  S={steps:<3} peak {result['rss_peak_mib']:6.0f} MiB  "
+              f"(+{points[-1]['meta_step_rss_mib']:.0f} MiB over imports and inputs)", flush=True)
+    return {"config": config, "points": points, "fit": fit_line([p["steps"] for p in points],
+                                                               [p["meta_step_rss_mib"] for p in points])}
+
+
+def fit_line(xs: list[float], ys: list[float]) -> dict | None:
+    """Least squares y = intercept + slope * x, and how far the points lie from it."""
+    if len(set(xs)) < 2:
+        return None
+    mean_x, mean_y = statistics.mean(xs), statistics.mean(ys)
+    slope = sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys)) / sum((x - mean_x) ** 2 for x in xs)
+    intercept = mean_y - slope * mean_x
+    residuals = [y - (intercept + slope * x) for x, y in zip(xs, ys)]
+    total = sum((y - mean_y) ** 2 for y in ys)
+    return {"slope_mib_per_step": slope, "intercept_mib": intercept,
+            "max_abs_residual_mib": max(abs(r) for r in residuals),
+            "r2": 1 - sum(r * r for r in residuals) / total if total > 0 else None}
+
+
+def machine_info(args, env_info: dict) -> dict:
+    return {
+        "python": env_info["python"], "torch": env_info["torch"], "numpy": env_info["numpy"],
+        "learn2learn": env_info["learn2learn"], "higher": env_info["higher"],
+        "torch_threads": args.threads, "malloc": args.malloc, "cpu_count": os.cpu_count(),
+        "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+        "load_average_at_start": os.getloadavg() if hasattr(os, "getloadavg") else None,
+    }
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.child:
+        child_main(json.loads(args.child))
+        return 0
+    env = Env(Path(args.cache_dir).expanduser().resolve())
+    env_info = ensure_env(env)
+    print(f"environment: {env.venv} (torch {env_info['torch']}, learn2learn {env_info['learn2learn']}, "
+          f"higher {env_info['higher']}; metalab from {SRC})")
+    if args.setup_only:
+        return 0
+    machine = machine_info(args, env_info)
+    report = {"benchmark": "maml", "when": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+              "machine": machine, "problem": problem_config(args),
+              "settings": {k: getattr(args, k) for k in ("steps_list", "repeats", "iters", "warmup", "impls",
+                                                         "memory_steps", "memory_tasks", "quick")}}
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="run-", dir=env.cache) as work:
+        work = Path(work)
+        if not args.skip_check:
+            print(f"meta-gradient check, float64, Conv4 {args.check_hidden} channels, {args.check_tasks} tasks "
+                  f"(max relative difference per pair):", flush=True)
+            report["check"] = gradient_check(env, args, work)
+            if not report["check"]["passed"]:
+                write_report(report, args.out)
+                print("bench_maml: the implementations disagree; not timing them", file=sys.stderr)
+                return 1
+        print(f"timing, {args.repeats} interleaved rounds:", flush=True)
+        runs = time_interleaved(env, args, work)
+        report["runs"] = runs
+        report["summary"] = summarize(runs, args.impls)
+        if args.memory_steps:
+            print(f"metalab peak memory against S ({args.memory_tasks} tasks):", flush=True)
+            report["memory_vs_steps"] = memory_sweep(env, args, work)
+    machine["load_average_at_end"] = os.getloadavg() if hasattr(os, "getloadavg") else None
+    report["wall_s"] = time.perf_counter() - started
+    write_report(report, args.out)
+    print_table(report)
+    print(f"\nwrote {args.out}")
+    return 0
+
+
+def write_report(report: dict, out: str) -> None:
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+
+
+def print_table(report: dict) -> None:
+    m, p = report["machine"], report["problem"]
+    print(f"\nsecond-order MAML meta-step: Conv4 {p['hidden']} ch (max-pool, batch norm), {p['tasks']} tasks "
+          f"{p['ways']}-way {p['shots']}-shot {p['queries']}-query, 28x28, inner lr {p['inner_lr']}")
+    print(f"torch {m['torch']}, {m['torch_threads']} thread(s), {m['cpu_count']} CPUs, malloc {m['malloc']}, "
+          f"load average {fmt_load(m['load_average_at_start'])} at start, {fmt_load(m['load_average_at_end'])} at end")
+    busiest = max(m["load_average_at_start"][0], m["load_average_at_end"][0]) if m["load_average_at_start"] else 0
+    if busiest > 0.5 * (m["cpus_usable"] or m["cpu_count"] or 1):
+        print("WARNING: the machine was busy; these timings (and ratios) are not to be trusted")
+    print(f"medians over {report['settings']['repeats']} interleaved rounds; ratios against {report['settings']['impls'][0]}")
+    header = f"{'S':>3}  {'implementation':<14} {'s/meta-step':>11} {'ratio':>6}  {'peak RSS MiB':>12} {'ratio':>6}" \
+             f"  {'meta-step MiB':>13} {'ratio':>6}  {'first loss':>10}"
+    print(header)
+    for steps, row in report["summary"].items():
+        for impl, r in row.items():
+            print(f"{steps:>3}  {impl:<14} {r['s_per_meta_step']:11.3f} {fmt_ratio(r['s_per_meta_step_ratio'])}"
+                  f"  {r['peak_rss_mib']:12.0f} {fmt_ratio(r['peak_rss_mib_ratio'])}"
+                  f"  {r['meta_step_rss_mib']:13.0f} {fmt_ratio(r['meta_step_rss_mib_ratio'])}  {r['first_loss']:10.6f}")
+    print("(meta-step MiB: peak RSS minus the peak before the first meta-step, i.e. above imports and inputs)")
+    sweep = report.get("memory_vs_steps")
+    if sweep:
+        print(f"\nmetalab peak memory against inner steps ({sweep['config']['tasks']} tasks):")
+        print(f"{'S':>3}  {'peak RSS MiB':>12}  {'meta-step MiB':>13}")
+        for point in sweep["points"]:
+            print(f"{point['steps']:>3}  {point['peak_rss_mib']:12.0f}  {point['meta_step_rss_mib']:13.0f}")
+        fit = sweep["fit"]
+        if fit:
+            r2 = f"{fit['r2']:.4f}" if fit["r2"] is not None else "-"
+            print(f"fit: meta-step MiB = {fit['intercept_mib']:.0f} + {fit['slope_mib_per_step']:.1f} * S "
+                  f"(R^2 {r2}, largest residual {fit['max_abs_residual_mib']:.0f} MiB)")
+
+
+def fmt_load(load) -> str:
+    return "-" if not load else "/".join(f"{x:.2f}" for x in load)
+
+
+def fmt_ratio(ratio) -> str:
+    return f"{ratio:6.2f}" if ratio is not None else f"{'-':>6}"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
