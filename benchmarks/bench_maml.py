@@ -213,10 +213,11 @@ def _run(command: list[str], env: Env, what: str) -> None:
 def verify_env(env: Env) -> dict:
     """Import everything the children import, in a child, and check it is what it should be."""
     probe = (
-        "import json, sys, torch, numpy, learn2learn, higher, torchvision, metalab.models.networks\n"
+        "import json, sys, importlib.metadata as m, torch, numpy, learn2learn, higher, torchvision\n"
+        "import metalab.models.networks\n"
         "print(json.dumps({'python': sys.version.split()[0], 'torch': torch.__version__,\n"
         "    'numpy': numpy.__version__, 'learn2learn': learn2learn.__version__,\n"
-        "    'higher': getattr(higher, '__version__', None), 'torchvision': torchvision.__file__,\n"
+        "    'higher': m.version('higher'), 'torchvision': torchvision.__file__,\n"
         "    'metalab': metalab.models.networks.__file__}))\n")
     done = subprocess.run([str(env.python), "-c", probe], capture_output=True, text=True,
                           env=env.child_environ(1), cwd=env.cache)
@@ -438,9 +439,9 @@ def run_child(env: Env, spec: dict, threads: int) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def parse_list(text: str) -> list[int]:
+def parse_list(text: str, allow_empty: bool = False) -> list[int]:
     values = [int(part) for part in text.split(",") if part.strip()]
-    if not values or min(values) < 1:
+    if (not values and not allow_empty) or (values and min(values) < 1):
         raise argparse.ArgumentTypeError(f"expected positive integers separated by commas, got {text!r}")
     return values
 
@@ -462,7 +463,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--hidden", type=int, default=64, help="Conv4 channels")
     parser.add_argument("--inner-lr", type=float, default=0.4)
     parser.add_argument("--seed", type=int, default=0, help="weights and tasks (the same for all three)")
-    parser.add_argument("--memory-steps", type=parse_list, default=[1, 2, 3, 5, 8, 10],
+    parser.add_argument("--memory-steps", type=lambda text: parse_list(text, allow_empty=True), default=[1, 2, 3, 5, 8, 10],
                         help="S for metalab's peak memory against S (default 1,2,3,5,8,10; empty: skip)")
     parser.add_argument("--memory-tasks", type=int, default=8,
                         help="meta-batch for the memory sweep: with task-by-task backward the peak does not "

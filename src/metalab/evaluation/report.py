@@ -7,6 +7,7 @@ import numpy as np
 
 from metalab.config import Config
 from metalab.data.tasks import fixed_episodes
+from metalab.errors import MetalabError
 from metalab.evaluation.evaluate import per_episode_scores
 from metalab.evaluation.stats import summarize
 from metalab.problem import build_problem
@@ -19,7 +20,7 @@ EVAL_QUERIES = {"omniglot": 15, "sinusoid": 100}
 
 
 def load_trained(path, **overrides):
-    """(config, meta, problem) of a checkpoint, with problem settings optionally overridden."""
+    """(config, meta-parameters, full state) of a checkpoint, with config fields optionally overridden."""
     state = checkpoint.load(path, "cpu")
     config = Config(**state["config"]).replace(**{k: v for k, v in overrides.items() if v is not None})
     return config, state["meta"], state
@@ -37,8 +38,6 @@ def evaluate_checkpoint(path, ways=None, shots=None, queries=None, steps=None, i
     problem.learner.model.to(device)
     trained_ways = state["meta"]["theta"][_head_name(meta)].shape[0] if config.problem == "omniglot" else None
     if trained_ways is not None and trained_ways != config.ways:
-        from metalab.errors import MetalabError
-
         raise MetalabError(f"this checkpoint's output layer has {trained_ways} classes; evaluate it with "
                            f"--ways {trained_ways} (or train a {config.ways}-way model)")
     started = time.perf_counter()
