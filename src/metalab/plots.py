@@ -49,8 +49,11 @@ def learning_curves(metrics_path: Path, path: Path, problem: str) -> Path:
     axes[0].set(xlabel="meta-step", ylabel="meta-train query loss", yscale="log")
     axes[1].plot([r["step"] for r in val], [r["val"] for r in val], marker="o")
     axes[1].set(xlabel="meta-step", ylabel=f"meta-val {label}")
-    axes[2].plot([r["time"] / 60 for r in val], [r["val"] for r in val], marker="o")
-    axes[2].set(xlabel="training wall time (minutes)", ylabel=f"meta-val {label}")
+    axes[2].plot([r["time"] / 60 for r in val], [r["val"] for r in val], marker="o", label="wall time")
+    if all("cpu_time" in r for r in val):
+        axes[2].plot([r["cpu_time"] / 60 for r in val], [r["val"] for r in val], marker="s", label="CPU time")
+    axes[2].set(xlabel="training time (minutes)", ylabel=f"meta-val {label}")
+    axes[2].legend()
     fig.tight_layout()
     with atomic_path(Path(path)) as tmp:
         fig.savefig(tmp, format="png", dpi=100)

