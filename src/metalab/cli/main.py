@@ -7,12 +7,13 @@ from metalab.errors import MetalabError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from metalab.cli import data, train
+    from metalab.cli import data, finetune, train
 
     parser = argparse.ArgumentParser(prog="metalab", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     data.add_commands(commands)
     train.add_commands(commands)
+    finetune.add_commands(commands)
     return parser
 
 

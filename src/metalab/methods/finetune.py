@@ -191,11 +191,11 @@ def _initial_heads(model: nn.Sequential, layers: Layers, start: Params, support_
     """Every task's head: {weight [B, ways, features], bias [B, ways]}."""
     weight_name, bias_name = layers.head
     tasks, (ways, features) = support_x.shape[0], model[-1].weight.shape
-    dtype = start[layers.body[0][0]].dtype
+    like = start[layers.body[0][0]]
     if config.head_init == "zero":
-        weight, bias = torch.zeros(tasks, ways, features, dtype=dtype), torch.zeros(tasks, ways, dtype=dtype)
+        weight, bias = like.new_zeros(tasks, ways, features), like.new_zeros(tasks, ways)
     elif config.head_init == "random":
-        uniform = (head_noise.to(dtype) * 2 - 1) / math.sqrt(features)
+        uniform = (head_noise.to(like) * 2 - 1) / math.sqrt(features)
         weight, bias = uniform[..., :features], uniform[..., features]
     elif config.head_init == "keep":
         weight = start[weight_name][:ways].expand(tasks, ways, features)
@@ -284,8 +284,9 @@ def _check_start(model: nn.Sequential, layers: Layers, start: Params, config: Fi
     if config.freeze_blocks > len(layers.body):
         raise MetalabError(f"--freeze-blocks {config.freeze_blocks} exceeds the network's {len(layers.body)} "
                            f"body blocks; use at most {len(layers.body)} (which trains the head alone)")
-    if config.head_init == "random" and (head_noise is None or head_noise.shape[1:] != (ways, model[-1].in_features + 1)):
-        raise ValueError(f"head_init random needs head_noise [B, {ways}, {model[-1].in_features + 1}]")
+    noise_shape = (ways, model[-1].in_features + 1)
+    if config.head_init == "random" and (head_noise is None or tuple(head_noise.shape[1:]) != noise_shape):
+        raise ValueError(f"head_init random needs head_noise [B, {noise_shape[0]}, {noise_shape[1]}]")
 
 
 def random_head_noise(model: nn.Sequential, seed: int, first: int, count: int) -> Tensor:
@@ -329,7 +330,8 @@ def grid_search(learner: Learner, start: Params, val_tasks: TaskDistribution, ba
                 batching: str = "vmap") -> tuple[FinetuneConfig, list[dict]]:
     """Score every combination of the grid's values on `episodes` fixed episodes of `val_tasks` (meta-validation
     tasks: the selection must never see meta-test). grid: {FinetuneConfig field: values}; the values of "steps"
-    are scored along a single run of each combination. Writes the table as CSV to `table` if given.
+    are scored along a single run of each combination. Prints a line per combination; writes the table as CSV
+    to `table` if given.
     Returns the best config (highest mean score, or lowest if not `maximize`) and the table's rows."""
     unknown = set(grid) - {field.name for field in dataclasses.fields(FinetuneConfig)}
     if unknown:
@@ -348,6 +350,8 @@ def grid_search(learner: Learner, start: Params, val_tasks: TaskDistribution, ba
             estimate = mean_ci(row_scores)
             rows.append({**dataclasses.asdict(config), "steps": count, "mean": estimate.mean,
                          "ci95": estimate.ci95, "episodes": estimate.n})
+        print("  " + ", ".join(f"{k}={v}" for k, v in combination.items()) + " | after "
+              + ", ".join(f"{row['steps']} steps {row['mean']:.4f}" for row in rows[-len(steps):]), flush=True)
     best = (max if maximize else min)(rows, key=lambda row: row["mean"])
     if table is not None:
         write_table(rows, table)

@@ -1,0 +1,193 @@
+"""Pre-training for the fine-tuning baseline: plain supervised learning, no meta-learning.
+
+Omniglot: the backbone (Conv4, as the meta-learners use) with one output per meta-train class, trained on all
+of them at once (the minimal split: 116 characters x 4 rotations = 464 classes). The last `val_drawers`
+drawers of every class (17-20 by default) are held out; their accuracy stops training early. The
+meta-validation and meta-test characters are never seen, so they stay fair for selecting and scoring the
+fine-tuning that follows.
+Sinusoid: the MAML paper's "pretrained on all tasks" baseline: one MLP regressing y on x over points of
+freshly drawn random tasks, stopped early on the MSE of a fixed set of other tasks.
+
+Adam; after every epoch the validation score is measured, and each improvement is saved atomically to
+out_dir/pretrained.pt: the body's parameters (no head: its classes are not the test classes; the sinusoid
+regressor keeps its output layer, which every task shares), the config and the validation score.
+Training stops after `patience` epochs without improvement, or after `max_epochs`.
+"""
+
+import copy
+import dataclasses
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from metalab.data.episodes import ROTATIONS, class_table
+from metalab.data.sinusoid import SinusoidTasks
+from metalab.data.splits import load_split_data
+from metalab.data.tasks import fixed_episodes, generator_for
+from metalab.errors import MetalabError
+from metalab.models.networks import conv4, mlp
+from metalab.training import checkpoint
+from metalab.training.loop import VAL_SEED
+
+KIND = "pretrained"  # the checkpoint's "kind", so a fine-tuning start can tell it from a meta-training one
+VAL_BATCH = 512  # validation images per forward pass
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    problem: str = "omniglot"  # omniglot | sinusoid
+    split: str = "minimal"  # omniglot: minimal | lake | vinyals; its meta-train characters are the classes
+    rotations: bool = True  # omniglot: rotated characters (90/180/270) as extra classes, as in meta-training
+    hidden: int = 32  # Conv4 channels (32 and no pooling: as the Omniglot presets), or the MLP's width
+    pooling: bool = False
+    val_drawers: int = 4  # omniglot: the last drawers of every class, held out for early stopping
+    batch_size: int = 128  # omniglot: images per step; sinusoid: tasks per step (each gives shots + queries points)
+    steps_per_epoch: int = 1000  # sinusoid only (fresh tasks never run out); an omniglot epoch is one pass
+    val_episodes: int = 200  # sinusoid: validation tasks
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    max_epochs: int = 40
+    patience: int = 3  # epochs without a better validation score before stopping
+    seed: int = 0
+    threads: int = 0  # torch CPU threads; 0 = one per core
+
+    def __post_init__(self):
+        choices = {"problem": ("omniglot", "sinusoid"), "split": ("minimal", "lake", "vinyals")}
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise MetalabError(f"--{name} must be one of {allowed}, got {getattr(self, name)!r}")
+        for name in ("hidden", "val_drawers", "batch_size", "steps_per_epoch", "val_episodes", "max_epochs",
+                     "patience"):
+            if getattr(self, name) <= 0:
+                raise MetalabError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
+        if self.lr <= 0 or self.weight_decay < 0 or self.threads < 0:
+            raise MetalabError("--lr must be positive, --weight-decay and --threads >= 0")
+
+    def replace(self, **changes) -> "PretrainConfig":
+        return dataclasses.replace(self, **changes)
+
+
+PRESETS = {
+    "omniglot": PretrainConfig(),
+    # The MAML paper's regressor (2 x 40 ReLU), 25 tasks of 20 points per step.
+    "sinusoid": PretrainConfig(problem="sinusoid", hidden=40, batch_size=25, max_epochs=30),
+}
+
+
+def pretrain(config: PretrainConfig, out_dir, data_dir=None) -> dict:
+    """Pre-train as configured; returns the saved checkpoint's contents."""
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    out_path = Path(out_dir) / "pretrained.pt"
+    if config.problem == "sinusoid":
+        return pretrain_regressor(config, out_path)
+    data, split = load_split_data(config.split, data_dir)
+    bank, table = class_table(data, split.train, ROTATIONS if config.rotations else (0,))
+    return pretrain_classifier(config, bank, table, out_path)
+
+
+def pretrain_classifier(config: PretrainConfig, bank: Tensor, table: Tensor, out_path: Path) -> dict:
+    """bank uint8 [M, H, W]; table int64 [C, D]: the D drawings of each class (columns: drawers, in order)."""
+    classes, drawers = table.shape
+    if config.val_drawers >= drawers:
+        raise MetalabError(f"--val-drawers {config.val_drawers} leaves no training drawings of the {drawers} per "
+                           f"class; use at most {drawers - 1}")
+    labels = torch.arange(classes).unsqueeze(1)
+    train_images, train_labels = _flatten(table[:, :-config.val_drawers], labels)
+    val_images, val_labels = _flatten(table[:, -config.val_drawers:], labels)
+    torch.manual_seed(config.seed)
+    model = conv4(classes, hidden=config.hidden, pooling=config.pooling, image_size=bank.shape[-1])
+
+    def pixels(index: Tensor) -> Tensor:
+        return bank.index_select(0, index).to(torch.float32).mul_(1.0 / 255.0).unsqueeze(1)
+
+    def epoch_batches(epoch: int) -> Iterator[tuple[Tensor, Tensor]]:
+        order = torch.randperm(len(train_images), generator=generator_for(config.seed, epoch))
+        for start in range(0, len(order), config.batch_size):
+            chosen = order[start:start + config.batch_size]
+            yield pixels(train_images[chosen]), train_labels[chosen]
+
+    val_batches = [(pixels(val_images[s:s + VAL_BATCH]), val_labels[s:s + VAL_BATCH])
+                   for s in range(0, len(val_images), VAL_BATCH)]
+    return _fit(config, model, F.cross_entropy, epoch_batches, val_batches, "accuracy", out_path,
+                keep_head=False)
+
+
+def pretrain_regressor(config: PretrainConfig, out_path: Path, tasks: SinusoidTasks = SinusoidTasks()) -> dict:
+    """One MLP regressing y on x over the points of random tasks (each step: batch_size fresh tasks); validated
+    on fixed tasks of meta-training's validation seed."""
+    torch.manual_seed(config.seed)
+    model = mlp(1, config.hidden)
+
+    def epoch_batches(epoch: int) -> Iterator[tuple[Tensor, Tensor]]:
+        for step in range(config.steps_per_epoch):
+            episode = tasks.sample(generator_for(config.seed, epoch, step), config.batch_size)
+            yield torch.cat([episode.support_x, episode.query_x], 1).flatten(0, 1), \
+                torch.cat([episode.support_y, episode.query_y], 1).flatten(0, 1)
+
+    val_batches = [(torch.cat([e.support_x, e.query_x], 1).flatten(0, 1),
+                    torch.cat([e.support_y, e.query_y], 1).flatten(0, 1))
+                   for e in fixed_episodes(tasks, VAL_SEED, config.val_episodes)]
+    return _fit(config, model, F.mse_loss, epoch_batches, val_batches, "MSE", out_path, keep_head=True)
+
+
+def _flatten(table: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+    """[C, D] image indices and [C, 1] labels -> [C*D] indices, [C*D] labels."""
+    return table.reshape(-1), labels.expand_as(table).reshape(-1)
+
+
+def validation_score(model: nn.Module, batches: list[tuple[Tensor, Tensor]], metric: str) -> float:
+    """Accuracy or MSE over all validation examples (batch norm: the statistics of each batch)."""
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for x, y in batches:
+            prediction = model(x)
+            total += ((prediction.argmax(1) == y).sum().item() if metric == "accuracy"
+                      else F.mse_loss(prediction, y, reduction="sum").item())
+            count += y.numel()
+    return total / count
+
+
+def _fit(config: PretrainConfig, model: nn.Module, loss_fn: Callable, epoch_batches: Callable,
+         val_batches: list, metric: str, out_path: Path, keep_head: bool) -> dict:
+    """Adam with early stopping on validation_score; saves each improvement. Returns the best state."""
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    better = (lambda a, b: a > b) if metric == "accuracy" else (lambda a, b: a < b)
+    best, history, started = None, [], time.perf_counter()
+    for epoch in range(1, config.max_epochs + 1):
+        loss_sum, examples = 0.0, 0
+        for x, y in epoch_batches(epoch):
+            loss = loss_fn(model(x), y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            loss_sum += loss.item() * len(y)
+            examples += len(y)
+        val = validation_score(model, val_batches, metric)
+        improved = best is None or better(val, best["val"])
+        history.append({"epoch": epoch, "train_loss": loss_sum / examples, "val": val,
+                        "time": time.perf_counter() - started})
+        print(f"epoch {epoch}: train loss {loss_sum / examples:.4f}, val {metric} {val:.4f}"
+              f"{' (best)' if improved else ''}, {history[-1]['time']:.0f} s", flush=True)
+        if improved:
+            best = _state(config, model, keep_head, val, metric, epoch, history)
+            checkpoint.save(out_path, best)
+        elif epoch - best["epoch"] >= config.patience:
+            break
+    best["history"] = history
+    checkpoint.save(out_path, best)
+    return best
+
+
+def _state(config, model: nn.Sequential, keep_head: bool, val: float, metric: str, epoch: int, history) -> dict:
+    head = str(len(model) - 1)
+    body = {n: p.detach().clone() for n, p in model.named_parameters() if not n.startswith(head + ".")}
+    head_params = ({n: p.detach().clone() for n, p in model.named_parameters() if n.startswith(head + ".")}
+                   if keep_head else None)
+    return {"kind": KIND, "config": dataclasses.asdict(config), "body": body, "head": head_params,
+            "val": val, "metric": metric, "epoch": epoch, "history": copy.deepcopy(history)}
