@@ -25,10 +25,13 @@ What it does, in order:
     per tensor <= --check-rtol); stops if they do not, since the timings would then compare different
     computations.
  3. Times the three INTERLEAVED (metalab, learn2learn, higher, metalab, ...) for --repeats rounds.
-    Every measurement is a fresh child process, which reports its own peak resident set size
-    (getrusage ru_maxrss), so memory is per implementation; every child uses the same interpreter,
-    torch build, thread count and allocator settings.
- 4. Measures metalab's peak memory for S in --memory-steps (one child each), with a line fitted to it.
+    Every measurement is a fresh child process, which reports its wall-clock and CPU time per meta-step
+    and its own peak resident set size (getrusage ru_maxrss), so memory is per implementation; every
+    child uses the same interpreter, torch build, thread count and allocator settings (--malloc). The
+    first round also saves each one's float32 meta-gradient of the timed problem, compared for
+    information.
+ 4. Measures metalab's peak memory for S in --memory-steps (one child each), with a line fitted to it,
+    under an allocator setting that makes peak RSS follow peak live memory (--memory-malloc).
 
 Writes benchmarks/results/maml.json (git-ignored) and prints a table of medians and ratios. Timings
 are only meaningful on an otherwise idle machine: the load average is recorded at start and end.
@@ -59,6 +62,7 @@ RECIPE = {"recipe": 1, "torch": TORCH, "learn2learn": LEARN2LEARN, "higher": HIG
 ENV_PACKAGES = ["numpy", "pillow", "platformdirs", "filelock", "tqdm", "scipy", "requests", "gym",
                 "cython<3", "wheel"]
 L2L_EXTENSIONS = ("meta_dataset", "task_dataset", "transforms")  # learn2learn/data/*.pyx
+MALLOC_MODES = ("metalab", "mmap", "default")
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -143,6 +147,7 @@ class Env:
 def ensure_env(env: Env) -> dict:
     """Build the throwaway environment unless a complete one with the same recipe exists; return what
     its interpreter reports about itself (versions, and where torchvision comes from)."""
+    write_stub(env)  # every time: cheap, and an edited stand-in then takes effect without a rebuild
     if env.marker.exists() and json.loads(env.marker.read_text()) == RECIPE:
         return verify_env(env)
     env.cache.mkdir(parents=True, exist_ok=True)
@@ -161,12 +166,16 @@ def ensure_env(env: Env) -> dict:
     if not _installed(env, "learn2learn"):
         install_learn2learn(env, pip)
     _run(pip + ["install", "--no-deps", f"higher=={HIGHER}"], env, f"install higher {HIGHER}")
-    env.stubs.mkdir(parents=True, exist_ok=True)
-    (env.stubs / "torchvision").mkdir(exist_ok=True)
-    (env.stubs / "torchvision" / "__init__.py").write_text(TORCHVISION_STUB)
     info = verify_env(env)
     env.marker.write_text(json.dumps(RECIPE))
     return info
+
+
+def write_stub(env: Env) -> None:
+    stub = env.stubs / "torchvision" / "__init__.py"
+    stub.parent.mkdir(parents=True, exist_ok=True)
+    if not stub.exists() or stub.read_text() != TORCHVISION_STUB:
+        stub.write_text(TORCHVISION_STUB)
 
 
 def install_learn2learn(env: Env, pip: list[str]) -> None:
@@ -241,19 +250,32 @@ def verify_env(env: Env) -> dict:
 # Children: each runs one implementation in the throwaway environment and prints one JSON line
 # ----------------------------------------------------------------------------------------------------
 
-def keep_freed_memory() -> None:
-    """The allocator setting `metalab train` applies (metalab.training.loop._keep_freed_memory), given to
-    every implementation alike: it changes both speed and peak RSS, so it must not differ between them.
-    Copied rather than imported, so that the other children need not import metalab's training code."""
+def configure_malloc(mode: str) -> None:
+    """glibc's allocator settings, the same for every implementation: they change both speed and peak RSS.
+
+    "metalab"  those `metalab train` applies (metalab.training.loop._keep_freed_memory, copied so that the
+               other children need not import metalab's training code): freed blocks are kept for reuse.
+    "mmap"     every block of 64 KiB or more is mapped on its own and unmapped when freed, so that peak
+               RSS follows the peak of live tensors instead of the allocator's reuse (slower: page faults).
+    "default"  glibc's own (its mmap threshold grows as large blocks are freed).
+    """
     import ctypes
 
+    if mode == "default":
+        return
     try:
         libc = ctypes.CDLL("libc.so.6")
     except OSError:
         return
     m_trim_threshold, m_mmap_threshold = -1, -3
-    libc.mallopt(m_mmap_threshold, 1 << 30)
-    libc.mallopt(m_trim_threshold, 1 << 30)
+    if mode == "metalab":
+        libc.mallopt(m_mmap_threshold, 1 << 30)
+        libc.mallopt(m_trim_threshold, 1 << 30)
+    elif mode == "mmap":  # a fixed threshold also turns glibc's dynamic one off
+        libc.mallopt(m_mmap_threshold, 64 << 10)
+        libc.mallopt(m_trim_threshold, 128 << 10)
+    else:
+        raise ValueError(f"unknown malloc mode {mode!r}")
 
 
 def peak_rss_mib() -> float:
@@ -371,22 +393,30 @@ def child_gradient(spec: dict) -> dict:
 
 
 def child_time(spec: dict) -> dict:
-    """--warmup then --iters meta-steps (zero_grad, meta-gradient, Adam), each timed; peak RSS."""
+    """--warmup then --iters meta-steps (zero_grad, meta-gradient, Adam), each timed in wall-clock and
+    in CPU time of the process (all threads; on a busy machine it suffers much less than wall-clock
+    from waiting for a core); peak RSS. With "grad_out", the first step's meta-gradient is saved too,
+    after its timing."""
     import torch
 
     model, episode, c = load_problem(spec)
     compute, named = build_meta_step(spec["impl"], model, episode, spec["steps"], c["inner_lr"])
     optimizer = torch.optim.Adam([p for _, p in named()], lr=1e-3)
     rss_setup = peak_rss_mib()  # imports, inputs and model: what the meta-steps are measured above
-    times, losses = [], []
-    for _ in range(spec["warmup"] + spec["iters"]):
-        start = time.perf_counter()
+    times, cpu_times, losses = [], [], []
+    for step in range(spec["warmup"] + spec["iters"]):
+        start, start_cpu = time.perf_counter(), time.process_time()
         optimizer.zero_grad(set_to_none=True)
         losses.append(compute())
-        optimizer.step()
+        optimizer.step()  # leaves .grad as it is
         times.append(time.perf_counter() - start)
-    return {"times_s": times[spec["warmup"]:], "warmup_s": times[:spec["warmup"]], "first_loss": losses[0],
-            "rss_setup_mib": rss_setup, "rss_peak_mib": peak_rss_mib(), "torch_threads": torch.get_num_threads()}
+        cpu_times.append(time.process_time() - start_cpu)
+        if step == 0 and spec.get("grad_out"):
+            torch.save({name: p.grad.detach().clone() for name, p in named()}, spec["grad_out"])
+    warmup = spec["warmup"]
+    return {"times_s": times[warmup:], "cpu_s": cpu_times[warmup:], "warmup_s": times[:warmup],
+            "first_loss": losses[0], "rss_setup_mib": rss_setup, "rss_peak_mib": peak_rss_mib(),
+            "torch_threads": torch.get_num_threads()}
 
 
 def child_compare(spec: dict) -> dict:
@@ -424,8 +454,7 @@ def child_compare(spec: dict) -> dict:
 
 
 def child_main(spec: dict) -> None:
-    if spec.get("malloc") == "metalab":
-        keep_freed_memory()
+    configure_malloc(spec.get("malloc", "default"))
     import torch
 
     torch.set_num_threads(spec.get("threads", 1))
@@ -463,7 +492,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=1, help="untimed meta-steps first in every child")
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads in every child (default 2)")
     parser.add_argument("--quick", action="store_true", help="2 rounds of 1 timed step: checks that it all works")
-    parser.add_argument("--impls", default=",".join(IMPLS), help=f"which to time, in this order (default {','.join(IMPLS)})")
+    parser.add_argument("--impls", default=",".join(IMPLS),
+                        help=f"which to time, in this order; ratios are against the first (default {','.join(IMPLS)})")
     parser.add_argument("--tasks", type=int, default=32, help="meta-batch size")
     parser.add_argument("--ways", type=int, default=5)
     parser.add_argument("--shots", type=int, default=1)
@@ -483,8 +513,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--check-rtol", type=float, default=1e-6,
                         help="largest allowed max|a-b| / max(|a|,|b|) per gradient tensor in float64")
     parser.add_argument("--skip-check", action="store_true", help="time without the gradient check")
-    parser.add_argument("--malloc", choices=("metalab", "default"), default="metalab",
-                        help="glibc settings in every child: those of `metalab train` (default) or glibc's own")
+    parser.add_argument("--malloc", choices=MALLOC_MODES, default="metalab",
+                        help="glibc allocator settings of every timed child (see configure_malloc): those of "
+                             "`metalab train` (default), 'mmap' (peak RSS = peak live memory, slower) or glibc's own")
+    parser.add_argument("--memory-malloc", choices=MALLOC_MODES, default="mmap",
+                        help="the same for the memory sweep (default 'mmap': with reuse of freed blocks, the "
+                             "peak moves by tens of MiB from run to run, more than an inner step adds)")
     parser.add_argument("--cache-dir", default=str(default_cache()), help="where the throwaway environment lives")
     parser.add_argument("--setup-only", action="store_true", help="build (or verify) the environment and stop")
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "maml.json"))
@@ -533,29 +567,34 @@ def gradient_check(env: Env, args, work: Path) -> dict:
         passed &= ok
         results["by_steps"][str(steps)] = {"query_loss": losses, "gradient_norms": compared["gradient_norms"],
                                            "pairs": pairs, "passed": ok}
-        print(f"  S={steps}: " + "; ".join(f"{name} {pair['max_relative']:.1e}"
-                                          + (" (bitwise equal)" if pair["bitwise_equal"] else "")
-                                          for name, pair in pairs.items())
-              + ("  ok" if ok else f"  FAILED (rtol {args.check_rtol:g})"), flush=True)
+        print(f"  S={steps}: {describe_pairs(pairs)}" + ("  ok" if ok else f"  FAILED (rtol {args.check_rtol:g})"),
+              flush=True)
     results["passed"] = passed
     return results
 
 
-def time_interleaved(env: Env, args, work: Path) -> dict:
+def time_interleaved(env: Env, args, work: Path) -> tuple[dict, dict]:
     path = str(work / "inputs.pt")
     run_child(env, {"mode": "prepare", "config": problem_config(args), "path": path}, args.threads)
     runs = {str(s): {impl: [] for impl in args.impls} for s in args.steps_list}
+    first_grads = {str(s): {} for s in args.steps_list}
     for round_ in range(args.repeats):
         for steps in args.steps_list:
             for impl in args.impls:  # interleaved: a slow spell of the machine hits all of them alike
                 spec = {"mode": "time", "impl": impl, "steps": steps, "dtype": "float32", "path": path,
                         "warmup": args.warmup, "iters": args.iters, "threads": args.threads, "malloc": args.malloc}
+                if round_ == 0:  # the float32 meta-gradients of the timed problem itself, compared below
+                    spec["grad_out"] = first_grads[str(steps)][impl] = str(work / f"grad32-{impl}-{steps}.pt")
                 result = run_child(env, spec, args.threads)
                 runs[str(steps)][impl].append(result)
-                print(f"  round {round_ + 1}/{args.repeats}  S={steps}  {impl:<11}  "
-                      f"{statistics.mean(result['times_s']):7.3f} s/step  peak {result['rss_peak_mib']:6.0f} MiB",
-                      flush=True)
-    return runs
+                wall, cpu = statistics.mean(result["times_s"]), statistics.mean(result["cpu_s"])
+                print(f"  round {round_ + 1}/{args.repeats}  S={steps}  {impl:<11}  {wall:7.3f} s/step "
+                      f"({cpu:7.3f} s CPU)  peak {result['rss_peak_mib']:6.0f} MiB", flush=True)
+    float32 = {}
+    if len(args.impls) > 1:
+        for steps, grads in first_grads.items():
+            float32[steps] = run_child(env, {"mode": "compare", "grads": grads}, args.threads)
+    return runs, float32
 
 
 def summarize(runs: dict, impls: list[str]) -> dict:
@@ -567,6 +606,7 @@ def summarize(runs: dict, impls: list[str]) -> dict:
             row[impl] = {
                 # a child's mean over its timed steps, then the median over children
                 "s_per_meta_step": statistics.median(statistics.mean(r["times_s"]) for r in results),
+                "cpu_s_per_meta_step": statistics.median(statistics.mean(r["cpu_s"]) for r in results),
                 "peak_rss_mib": statistics.median(r["rss_peak_mib"] for r in results),
                 "meta_step_rss_mib": statistics.median(r["rss_peak_mib"] - r["rss_setup_mib"] for r in results),
                 "setup_rss_mib": statistics.median(r["rss_setup_mib"] for r in results),
@@ -574,7 +614,7 @@ def summarize(runs: dict, impls: list[str]) -> dict:
             }
         base = row[impls[0]]
         for impl in impls:
-            for key in ("s_per_meta_step", "peak_rss_mib", "meta_step_rss_mib"):
+            for key in ("s_per_meta_step", "cpu_s_per_meta_step", "peak_rss_mib", "meta_step_rss_mib"):
                 row[impl][key + "_ratio"] = row[impl][key] / base[key] if base[key] > 0 else None
         summary[steps] = row
     return summary
@@ -588,15 +628,15 @@ def memory_sweep(env: Env, args, work: Path) -> dict:
     for steps in args.memory_steps:
         # two meta-steps: the second carries Adam's state, as every step of a real run does
         spec = {"mode": "time", "impl": "metalab", "steps": steps, "dtype": "float32", "path": path,
-                "warmup": 1, "iters": 1, "threads": args.threads, "malloc": args.malloc}
+                "warmup": 1, "iters": 1, "threads": args.threads, "malloc": args.memory_malloc}
         result = run_child(env, spec, args.threads)
         points.append({"steps": steps, "peak_rss_mib": result["rss_peak_mib"],
                        "meta_step_rss_mib": result["rss_peak_mib"] - result["rss_setup_mib"],
                        "s_per_meta_step": result["times_s"][0]})
         print(f"  S={steps:<3} peak {result['rss_peak_mib']:6.0f} MiB  "
-              f"(+{points[-1]['meta_step_rss_mib']:.0f} MiB over imports and inputs)", flush=True)
-    return {"config": config, "points": points, "fit": fit_line([p["steps"] for p in points],
-                                                               [p["meta_step_rss_mib"] for p in points])}
+              f"(+{points[-1]['meta_step_rss_mib']:.1f} MiB over imports and inputs)", flush=True)
+    fit = fit_line([p["steps"] for p in points], [p["meta_step_rss_mib"] for p in points])
+    return {"config": config, "malloc": args.memory_malloc, "points": points, "fit": fit}
 
 
 def fit_line(xs: list[float], ys: list[float]) -> dict | None:
@@ -638,8 +678,8 @@ def main(argv=None) -> int:
     machine = machine_info(args, env_info)
     report = {"benchmark": "maml", "when": datetime.now(timezone.utc).isoformat(timespec="seconds"),
               "machine": machine, "problem": problem_config(args),
-              "settings": {k: getattr(args, k) for k in ("steps_list", "repeats", "iters", "warmup", "impls",
-                                                         "memory_steps", "memory_tasks", "quick")}}
+              "settings": {k: getattr(args, k) for k in ("steps_list", "repeats", "iters", "warmup", "impls", "malloc",
+                                                         "memory_steps", "memory_tasks", "memory_malloc", "quick")}}
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="run-", dir=env.cache) as work:
         work = Path(work)
@@ -652,11 +692,13 @@ def main(argv=None) -> int:
                 print("bench_maml: the implementations disagree; not timing them", file=sys.stderr)
                 return 1
         print(f"timing, {args.repeats} interleaved rounds:", flush=True)
-        runs = time_interleaved(env, args, work)
+        runs, float32 = time_interleaved(env, args, work)
         report["runs"] = runs
+        report["float32_gradients"] = float32  # the first meta-step's, at the timed size: for information
         report["summary"] = summarize(runs, args.impls)
         if args.memory_steps:
-            print(f"metalab peak memory against S ({args.memory_tasks} tasks):", flush=True)
+            print(f"metalab peak memory against S ({args.memory_tasks} tasks, malloc {args.memory_malloc}):",
+                  flush=True)
             report["memory_vs_steps"] = memory_sweep(env, args, work)
     machine["load_average_at_end"] = os.getloadavg() if hasattr(os, "getloadavg") else None
     report["wall_s"] = time.perf_counter() - started
@@ -676,32 +718,44 @@ def print_table(report: dict) -> None:
     m, p = report["machine"], report["problem"]
     print(f"\nsecond-order MAML meta-step: Conv4 {p['hidden']} ch (max-pool, batch norm), {p['tasks']} tasks "
           f"{p['ways']}-way {p['shots']}-shot {p['queries']}-query, 28x28, inner lr {p['inner_lr']}")
-    print(f"torch {m['torch']}, {m['torch_threads']} thread(s), {m['cpu_count']} CPUs, malloc {m['malloc']}, "
-          f"load average {fmt_load(m['load_average_at_start'])} at start, {fmt_load(m['load_average_at_end'])} at end")
+    print(f"torch {m['torch']}, {m['torch_threads']} thread(s), {m['cpu_count']} CPUs, malloc {m['malloc']}, load "
+          f"average {fmt_load(m['load_average_at_start'])} at start, {fmt_load(m['load_average_at_end'])} at end")
     busiest = max(m["load_average_at_start"][0], m["load_average_at_end"][0]) if m["load_average_at_start"] else 0
     if busiest > 0.5 * (m["cpus_usable"] or m["cpu_count"] or 1):
         print("WARNING: the machine was busy; these timings (and ratios) are not to be trusted")
-    print(f"medians over {report['settings']['repeats']} interleaved rounds; ratios against {report['settings']['impls'][0]}")
-    header = f"{'S':>3}  {'implementation':<14} {'s/meta-step':>11} {'ratio':>6}  {'peak RSS MiB':>12} {'ratio':>6}" \
-             f"  {'meta-step MiB':>13} {'ratio':>6}  {'first loss':>10}"
-    print(header)
+    settings = report["settings"]
+    print(f"medians over {settings['repeats']} interleaved rounds; ratios against {settings['impls'][0]}")
+    print(f"{'S':>3}  {'implementation':<14} {'s/meta-step':>11} {'ratio':>6}  {'CPU s':>8} {'ratio':>6}"
+          f"  {'peak RSS MiB':>12} {'ratio':>6}  {'meta-step MiB':>13} {'ratio':>6}  {'first loss':>10}")
     for steps, row in report["summary"].items():
         for impl, r in row.items():
             print(f"{steps:>3}  {impl:<14} {r['s_per_meta_step']:11.3f} {fmt_ratio(r['s_per_meta_step_ratio'])}"
+                  f"  {r['cpu_s_per_meta_step']:8.3f} {fmt_ratio(r['cpu_s_per_meta_step_ratio'])}"
                   f"  {r['peak_rss_mib']:12.0f} {fmt_ratio(r['peak_rss_mib_ratio'])}"
-                  f"  {r['meta_step_rss_mib']:13.0f} {fmt_ratio(r['meta_step_rss_mib_ratio'])}  {r['first_loss']:10.6f}")
-    print("(meta-step MiB: peak RSS minus the peak before the first meta-step, i.e. above imports and inputs)")
+                  f"  {r['meta_step_rss_mib']:13.0f} {fmt_ratio(r['meta_step_rss_mib_ratio'])}"
+                  f"  {r['first_loss']:10.6f}")
+    print("(CPU s: process CPU time over all threads; meta-step MiB: peak RSS minus the peak before the first "
+          "meta-step, i.e. above imports and inputs)")
+    for steps, compared in report.get("float32_gradients", {}).items():
+        print(f"float32 meta-gradients of the first step, S={steps} (max relative difference): "
+              + describe_pairs(compared["pairs"]))
     sweep = report.get("memory_vs_steps")
     if sweep:
-        print(f"\nmetalab peak memory against inner steps ({sweep['config']['tasks']} tasks):")
+        print(f"\nmetalab peak memory against inner steps ({sweep['config']['tasks']} tasks, "
+              f"malloc {sweep['malloc']}):")
         print(f"{'S':>3}  {'peak RSS MiB':>12}  {'meta-step MiB':>13}")
         for point in sweep["points"]:
-            print(f"{point['steps']:>3}  {point['peak_rss_mib']:12.0f}  {point['meta_step_rss_mib']:13.0f}")
+            print(f"{point['steps']:>3}  {point['peak_rss_mib']:12.0f}  {point['meta_step_rss_mib']:13.1f}")
         fit = sweep["fit"]
         if fit:
             r2 = f"{fit['r2']:.4f}" if fit["r2"] is not None else "-"
-            print(f"fit: meta-step MiB = {fit['intercept_mib']:.0f} + {fit['slope_mib_per_step']:.1f} * S "
-                  f"(R^2 {r2}, largest residual {fit['max_abs_residual_mib']:.0f} MiB)")
+            print(f"fit: meta-step MiB = {fit['intercept_mib']:.1f} + {fit['slope_mib_per_step']:.2f} * S "
+                  f"(R^2 {r2}, largest residual {fit['max_abs_residual_mib']:.1f} MiB)")
+
+
+def describe_pairs(pairs: dict) -> str:
+    return "; ".join(f"{name} {pair['max_relative']:.1e}" + (" (bitwise equal)" if pair["bitwise_equal"] else "")
+                     for name, pair in pairs.items())
 
 
 def fmt_load(load) -> str:

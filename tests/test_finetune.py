@@ -218,6 +218,11 @@ def fake_problem(monkeypatch):
                  for i, part in enumerate(parts)}
         return Problem(Learner(model, cross_entropy), InnerLoop(), tasks)
 
+    # Modules that bind `build_problem` by name at import must be imported before the patch, or they would
+    # keep the fake for the rest of the session.
+    import metalab.evaluation.report  # noqa: F401
+    import metalab.training.loop  # noqa: F401
+
     monkeypatch.setattr("metalab.problem.build_problem", build)
     return log
 
