@@ -38,10 +38,12 @@ are only meaningful on an otherwise idle machine: the load average is recorded a
 """
 
 import argparse
+import fcntl
 import json
 import os
 import platform
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -147,10 +149,17 @@ class Env:
 def ensure_env(env: Env) -> dict:
     """Build the throwaway environment unless a complete one with the same recipe exists; return what
     its interpreter reports about itself (versions, and where torchvision comes from)."""
-    write_stub(env)  # every time: cheap, and an edited stand-in then takes effect without a rebuild
-    if env.marker.exists() and json.loads(env.marker.read_text()) == RECIPE:
-        return verify_env(env)
     env.cache.mkdir(parents=True, exist_ok=True)
+    with open(env.cache / "setup.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # two runs at once: the second waits, then finds it built
+        write_stub(env)  # every time: cheap, and an edited stand-in then takes effect without a rebuild
+        if env.marker.exists() and json.loads(env.marker.read_text()) == RECIPE:
+            return verify_env(env)
+        return build_env(env)
+
+
+def build_env(env: Env) -> dict:
+    """Each step is safe to repeat (pip skips what is installed), so an interrupted build resumes."""
     print(f"building the benchmark's environment in {env.venv} (once; log: {env.log})", flush=True)
     env.log.write_text("")
     if not env.python.exists():
@@ -669,6 +678,9 @@ def main(argv=None) -> int:
     if args.child:
         child_main(json.loads(args.child))
         return 0
+    # Stopped by `timeout` or kill: unwind instead, so that subprocess.run kills the running child (it
+    # would otherwise go on, loading the machine) and the run's temporary folder is removed.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     env = Env(Path(args.cache_dir).expanduser().resolve())
     env_info = ensure_env(env)
     print(f"environment: {env.venv} (torch {env_info['torch']}, learn2learn {env_info['learn2learn']}, "
