@@ -63,3 +63,11 @@ def test_paired_difference_needs_the_same_episodes():
         paired_difference([1.0, 2.0, 3.0], [1.0, 2.0])
     with pytest.raises(ValueError, match="same episodes"):
         paired_difference(np.zeros((2, 3)), np.zeros(6))
+
+
+def test_summarize_reports_divergence_as_infinite_mean():
+    from metalab.evaluation.stats import summarize
+
+    assert summarize([1.0, 2.0, 3.0]) == mean_ci([1.0, 2.0, 3.0])
+    diverged = summarize([1.0, float("nan"), 3.0])
+    assert math.isinf(diverged.mean) and diverged.n == 3
