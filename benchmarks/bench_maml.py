@@ -65,6 +65,7 @@ ENV_PACKAGES = ["numpy", "pillow", "platformdirs", "filelock", "tqdm", "scipy", 
                 "cython<3", "wheel"]
 L2L_EXTENSIONS = ("meta_dataset", "task_dataset", "transforms")  # learn2learn/data/*.pyx
 MALLOC_MODES = ("metalab", "mmap", "default")
+OTHER_LOAD_LIMIT = 0.1  # cores kept busy by other processes during a timed child, beyond which we warn
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -303,7 +304,10 @@ def child_prepare(spec: dict) -> dict:
     model = conv4(c["ways"], hidden=c["hidden"], pooling=True, image_size=28)
     generator = torch.Generator().manual_seed(c["seed"] + 1)
     b, n, k, q = c["tasks"], c["ways"], c["shots"], c["queries"]
-    labels = lambda per_class: torch.arange(n).repeat_interleave(per_class).expand(b, -1).contiguous()
+
+    def labels(per_class):  # [b, n * per_class]: class 0's examples first, then class 1's, ...
+        return torch.arange(n).repeat_interleave(per_class).expand(b, -1).contiguous()
+
     episode = (torch.randn(b, n * k, 1, 28, 28, generator=generator), labels(k),
                torch.randn(b, n * q, 1, 28, 28, generator=generator), labels(q))
     torch.save({"state": model.state_dict(), "episode": episode, "config": c}, spec["path"])
@@ -477,12 +481,37 @@ def child_main(spec: dict) -> None:
 # ----------------------------------------------------------------------------------------------------
 
 def run_child(env: Env, spec: dict, threads: int) -> dict:
+    """Run one child to completion; its JSON answer, with "other_load" added: how many cores other
+    processes kept busy on average meanwhile (None where /proc/stat is missing)."""
     command = [str(env.python), str(Path(__file__).resolve()), "--child", json.dumps(spec)]
+    busy, own, start = machine_busy_s(), own_cpu_s(), time.perf_counter()
     done = subprocess.run(command, capture_output=True, text=True, env=env.child_environ(threads), cwd=env.cache)
+    wall = time.perf_counter() - start
     if done.returncode != 0:
         what = spec["mode"] + (f" {spec['impl']}" if "impl" in spec else "")
         raise SystemExit(f"bench_maml: the {what} child failed (exit {done.returncode}):\n{done.stderr[-4000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    busy_after = machine_busy_s()
+    others = None if busy is None or busy_after is None else busy_after - busy - (own_cpu_s() - own)
+    result["other_load"] = max(others, 0.0) / wall if others is not None and wall > 0 else None
+    return result
+
+
+def machine_busy_s() -> float | None:
+    """CPU seconds all cores have spent busy since boot (Linux). Unlike the load average, the difference
+    of two readings minus this process's and its children's CPU time tells what *other* processes took
+    while a child ran, without counting the benchmark itself."""
+    try:
+        with open("/proc/stat") as stat:
+            ticks = [int(t) for t in stat.readline().split()[1:9]]  # user nice system idle iowait irq softirq steal
+    except (OSError, ValueError):
+        return None
+    return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
+
+
+def own_cpu_s() -> float:
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
 
 
 def parse_list(text: str, allow_empty: bool = False) -> list[int]:
@@ -597,8 +626,9 @@ def time_interleaved(env: Env, args, work: Path) -> tuple[dict, dict]:
                 result = run_child(env, spec, args.threads)
                 runs[str(steps)][impl].append(result)
                 wall, cpu = statistics.mean(result["times_s"]), statistics.mean(result["cpu_s"])
+                others = "-" if result["other_load"] is None else f"{result['other_load']:.2f}"
                 print(f"  round {round_ + 1}/{args.repeats}  S={steps}  {impl:<11}  {wall:7.3f} s/step "
-                      f"({cpu:7.3f} s CPU)  peak {result['rss_peak_mib']:6.0f} MiB", flush=True)
+                      f"({cpu:7.3f} s CPU)  peak {result['rss_peak_mib']:6.0f} MiB  other load {others}", flush=True)
     float32 = {}
     if len(args.impls) > 1:
         for steps, grads in first_grads.items():
@@ -620,6 +650,7 @@ def summarize(runs: dict, impls: list[str]) -> dict:
                 "meta_step_rss_mib": statistics.median(r["rss_peak_mib"] - r["rss_setup_mib"] for r in results),
                 "setup_rss_mib": statistics.median(r["rss_setup_mib"] for r in results),
                 "first_loss": results[0]["first_loss"],
+                "other_load_max": max((r["other_load"] for r in results if r["other_load"] is not None), default=None),
             }
         base = row[impls[0]]
         for impl in impls:
@@ -732,9 +763,15 @@ def print_table(report: dict) -> None:
           f"{p['ways']}-way {p['shots']}-shot {p['queries']}-query, 28x28, inner lr {p['inner_lr']}")
     print(f"torch {m['torch']}, {m['torch_threads']} thread(s), {m['cpu_count']} CPUs, malloc {m['malloc']}, load "
           f"average {fmt_load(m['load_average_at_start'])} at start, {fmt_load(m['load_average_at_end'])} at end")
-    busiest = max(m["load_average_at_start"][0], m["load_average_at_end"][0]) if m["load_average_at_start"] else 0
-    if busiest > 0.5 * (m["cpus_usable"] or m["cpu_count"] or 1):
-        print("WARNING: the machine was busy; these timings (and ratios) are not to be trusted")
+    others = [r["other_load"] for row in report["runs"].values() for rs in row.values() for r in rs
+              if r["other_load"] is not None]
+    if others:
+        print(f"other processes kept {statistics.median(others):.2f} cores busy during a timed child "
+              f"(median; {max(others):.2f} at most)")
+    cores = m["cpus_usable"] or m["cpu_count"] or 1
+    start_load = m["load_average_at_start"][0] if m["load_average_at_start"] else 0
+    if (others and max(others) > OTHER_LOAD_LIMIT) or (not others and start_load > 0.5 * cores):
+        print("WARNING: other work ran meanwhile; these timings (and ratios) are not to be trusted")
     settings = report["settings"]
     print(f"medians over {settings['repeats']} interleaved rounds; ratios against {settings['impls'][0]}")
     print(f"{'S':>3}  {'implementation':<14} {'s/meta-step':>11} {'ratio':>6}  {'CPU s':>8} {'ratio':>6}"
