@@ -26,7 +26,7 @@ import torch
 
 from metalab.data.tasks import Episode
 from metalab.methods.finetune import BATCHING, FinetuneConfig, finetune_scores
-from metalab.methods.optimization import Learner, cross_entropy, mse
+from metalab.methods.learner import Learner, cross_entropy, mse
 from metalab.models.networks import conv4, mlp
 
 REPO = Path(__file__).resolve().parents[1]

@@ -327,7 +327,8 @@ def build_meta_step(impl: str, model, episode, steps: int, inner_lr: float):
         from functools import partial
 
         from metalab.data.tasks import Episode
-        from metalab.methods.optimization import InnerLoop, Learner, cross_entropy, init_meta, task_loss
+        from metalab.methods.learner import Learner, cross_entropy
+        from metalab.methods.optimization import InnerLoop, init_meta, task_loss
         from metalab.training.meta_step import accumulate_meta_gradient
 
         inner = InnerLoop("maml", inner_lr)

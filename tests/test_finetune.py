@@ -18,7 +18,8 @@ from metalab.data.tasks import Episode
 from metalab.errors import MetalabError
 from metalab.methods import finetune as ft
 from metalab.methods.finetune import FinetuneConfig, finetune_scores, finetune_steps, grid_search, layers_of
-from metalab.methods.optimization import InnerLoop, Learner, adapt_steps, cross_entropy, mse
+from metalab.methods.learner import Learner, cross_entropy, mse
+from metalab.methods.optimization import InnerLoop, adapt_steps
 from metalab.models.networks import conv4, mlp
 from metalab.problem import Problem
 from metalab.training import checkpoint, pretrain
@@ -216,7 +217,7 @@ def fake_problem(monkeypatch):
         model = conv4(config.ways, hidden=config.hidden, pooling=config.pooling, image_size=SIZE)
         tasks = {part: RecordedTasks(part, synthetic_tasks(i, config.ways, config.shots, config.queries), log)
                  for i, part in enumerate(parts)}
-        return Problem(Learner(model, cross_entropy), InnerLoop(), tasks)
+        return Problem(Learner(model, cross_entropy), tasks)
 
     # Modules that bind `build_problem` by name at import must be imported before the patch, or they would
     # keep the fake for the rest of the session.

@@ -11,7 +11,8 @@ import torch
 import torch.nn.functional as F
 
 from metalab.data.tasks import Episode
-from metalab.methods.optimization import InnerLoop, Learner, cross_entropy, init_meta, mse, task_loss
+from metalab.methods.learner import Learner, cross_entropy, mse
+from metalab.methods.optimization import InnerLoop, init_meta, task_loss
 from metalab.models.networks import conv4, mlp
 from metalab.training.meta_step import accumulate_meta_gradient
 

@@ -15,8 +15,8 @@ def test_readme_example_of_own_tasks_runs(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     namespace = {}
     exec(compile(code, "README.md", "exec"), namespace)
-    results = namespace["evaluate"](namespace["meta"], namespace["problem"].learner, namespace["problem"].inner,
-                                    namespace["fixed_episodes"](namespace["Lines"](), seed=0, count=20), steps=[0, 10])
+    episodes = namespace["fixed_episodes"](namespace["Lines"](), seed=0, count=20)
+    results = namespace["evaluate"](namespace["meta"], namespace["method"], episodes, steps=[0, 10])
     # Ten steps of adaptation on a line must beat none.
     assert results[10].mean < results[0].mean
     assert (tmp_path / "runs" / "lines" / "best.pt").exists()

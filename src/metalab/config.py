@@ -8,6 +8,9 @@ from dataclasses import dataclass
 
 from metalab.errors import MetalabError
 
+GRADIENT_METHODS = ("maml", "fomaml", "metasgd", "learned_update")  # methods/optimization.py
+BLACK_BOX_METHODS = ("lstm", "mann", "average", "attention")  # methods/blackbox.py, models/blackbox.py
+
 
 @dataclass(frozen=True)
 class Config:
@@ -22,19 +25,24 @@ class Config:
     hidden: int = 64  # Conv4 channels, or the MLP's width
     pooling: bool = True  # Conv4 with max-pooling; False: the MAML paper's stride-2 convolutions
     # method and inner loop
-    method: str = "maml"  # maml | fomaml | metasgd | learned_update
+    method: str = "maml"  # maml | fomaml | metasgd | learned_update | lstm | mann | average | attention
     inner_lr: float = 0.4
     inner_steps: int = 1  # during meta-training
     eval_inner_steps: int = 3  # at validation and evaluation
     lr_shape: str = "element"  # Meta-SGD learned rates: element | tensor
     first_order_warmup: int = 0  # meta-steps of first-order MAML before second order (buys speed)
+    # black-box learners (models/blackbox.py); Conv4's width and pooling are `hidden` and `pooling` above
+    embedding: str = "conv4"  # how images are embedded: conv4 | pixels (raw, the LSTM homework baseline)
+    width: int = 128  # LSTM / controller / encoder / transformer width
+    layers: int = 2  # LSTM or transformer layers
+    memory_slots: int = 128  # memory-augmented network: slots of 40 numbers each
     # outer loop
     steps: int = 10_000
     meta_batch_size: int = 32
     meta_lr: float = 1e-3
     lr_schedule: str = "cosine"  # cosine (to 0 at `steps`) | constant
     grad_clip: float = 10.0  # max global norm of the meta-gradient; 0 disables clipping
-    task_batching: str = "loop"  # loop | vmap (see training/meta_step.py)
+    task_batching: str = "loop"  # loop | vmap (see training/meta_step.py); black-box learners batch tasks
     # validation, checkpoints, logs
     val_every: int = 500
     val_episodes: int = 200
@@ -46,14 +54,15 @@ class Config:
     out_dir: str = ""  # default runs/<preset>
 
     def __post_init__(self):
-        choices = {"problem": ("omniglot", "sinusoid"), "method": ("maml", "fomaml", "metasgd", "learned_update"),
+        choices = {"problem": ("omniglot", "sinusoid"), "method": GRADIENT_METHODS + BLACK_BOX_METHODS,
+                   "embedding": ("conv4", "pixels"),
                    "lr_schedule": ("cosine", "constant"), "task_batching": ("loop", "vmap"),
                    "lr_shape": ("element", "tensor"), "split": ("minimal", "lake", "vinyals")}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise MetalabError(f"--{name.replace('_', '-')} must be one of {allowed}, got {getattr(self, name)!r}")
-        for name in ("ways", "shots", "queries", "hidden", "steps", "meta_batch_size", "val_every",
-                     "val_episodes", "checkpoint_every", "log_every"):
+        for name in ("ways", "shots", "queries", "hidden", "width", "layers", "memory_slots", "steps",
+                     "meta_batch_size", "val_every", "val_episodes", "checkpoint_every", "log_every"):
             if getattr(self, name) <= 0:
                 raise MetalabError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
         for name in ("inner_steps", "eval_inner_steps", "first_order_warmup", "threads"):
@@ -75,6 +84,8 @@ _SINUSOID = Config(problem="sinusoid", shots=10, queries=10, hidden=40, inner_lr
 _OMNIGLOT = Config(hidden=32, pooling=False, queries=5, meta_batch_size=16, steps=8000, meta_lr=1e-3,
                    inner_lr=0.4, inner_steps=1, eval_inner_steps=3, val_every=500, checkpoint_every=500)
 
+_BLACK_BOX = _OMNIGLOT.replace(steps=10_000, val_every=1000, checkpoint_every=1000)
+
 PRESETS: dict[str, Config] = {
     "sinusoid-maml": _SINUSOID,
     "sinusoid-metasgd": _SINUSOID.replace(method="metasgd", eval_inner_steps=1),  # its rates are learned for 1 step
@@ -84,6 +95,14 @@ PRESETS: dict[str, Config] = {
     "omniglot-5w1s-learned": _OMNIGLOT.replace(method="learned_update"),
     "omniglot-5w5s-maml": _OMNIGLOT.replace(shots=5),
     "omniglot-20w1s-maml": _OMNIGLOT.replace(ways=20, inner_lr=0.1, meta_batch_size=8),
+    # Black-box learners: first-order training, so many more (cheaper) meta-steps than MAML in the same time.
+    "omniglot-5w1s-lstm": _BLACK_BOX.replace(method="lstm"),
+    "omniglot-5w1s-lstm-pixels": _BLACK_BOX.replace(method="lstm", embedding="pixels"),
+    "omniglot-5w1s-mann": _BLACK_BOX.replace(method="mann"),
+    "omniglot-5w1s-average": _BLACK_BOX.replace(method="average"),
+    "omniglot-5w1s-attention": _BLACK_BOX.replace(method="attention"),
+    "sinusoid-average": _SINUSOID.replace(method="average", width=128, grad_clip=10.0, task_batching="loop"),
+    "sinusoid-attention": _SINUSOID.replace(method="attention", width=128, grad_clip=10.0, task_batching="loop"),
     # The README's main job: a few minutes of second-order MAML on 2 cores.
     "omniglot-demo": _OMNIGLOT.replace(steps=1000, val_every=250, checkpoint_every=250, val_episodes=100),
 }

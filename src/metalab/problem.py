@@ -2,31 +2,42 @@
 
 from dataclasses import dataclass
 
-from metalab.config import Config
+from metalab.config import BLACK_BOX_METHODS, Config
 from metalab.data.episodes import ROTATIONS, omniglot_tasks
 from metalab.data.sinusoid import SinusoidTasks
 from metalab.data.splits import load_split_data
 from metalab.data.tasks import TaskDistribution
-from metalab.methods.optimization import InnerLoop, Learner, cross_entropy, mse
+from metalab.methods.learner import Learner, cross_entropy, mse
+from metalab.models.blackbox import blackbox_model
 from metalab.models.networks import conv4, mlp
 
 
 @dataclass
 class Problem:
-    learner: Learner
-    inner: InnerLoop
+    learner: Learner  # the network (or black-box learner) and its loss
     tasks: dict[str, TaskDistribution]  # "train", "val", "test"
 
 
 def build_problem(config: Config, data_dir=None, parts=("train", "val", "test")) -> Problem:
-    inner = InnerLoop(config.method, config.inner_lr, config.lr_shape)
     if config.problem == "sinusoid":
         tasks = SinusoidTasks(config.shots, config.queries)
-        return Problem(Learner(mlp(1, config.hidden), mse), inner, {part: tasks for part in parts})
+        return Problem(Learner(_network(config, x_shape=(1,), outputs=1), mse), {part: tasks for part in parts})
     data, split = load_split_data(config.split, data_dir)
     tasks = {}
     for part in parts:
         rotations = ROTATIONS if (part == "train" and config.rotations) else (0,)
         tasks[part] = omniglot_tasks(data, split, part, config.ways, config.shots, config.queries, rotations)
-    model = conv4(config.ways, hidden=config.hidden, pooling=config.pooling)
-    return Problem(Learner(model, cross_entropy), inner, tasks)
+    return Problem(Learner(_network(config, x_shape=(1, 28, 28), outputs=config.ways), cross_entropy), tasks)
+
+
+def _network(config: Config, x_shape: tuple, outputs: int):
+    classification = config.problem == "omniglot"
+    if config.method in BLACK_BOX_METHODS:
+        return blackbox_model(config.method, x_shape, label_dim=outputs, out_dim=outputs,
+                              classification=classification,
+                              embedding=config.embedding if classification else "mlp", hidden=config.hidden,
+                              pooling=config.pooling, width=config.width, layers=config.layers,
+                              memory_slots=config.memory_slots)
+    if classification:
+        return conv4(outputs, hidden=config.hidden, pooling=config.pooling)
+    return mlp(1, config.hidden)

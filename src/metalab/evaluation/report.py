@@ -5,11 +5,12 @@ import time
 
 import numpy as np
 
-from metalab.config import Config
+from metalab.config import BLACK_BOX_METHODS, Config
 from metalab.data.tasks import fixed_episodes
 from metalab.errors import MetalabError
 from metalab.evaluation.evaluate import per_episode_scores
 from metalab.evaluation.stats import summarize
+from metalab.methods.method import make_method
 from metalab.problem import build_problem
 from metalab.training import checkpoint
 from metalab.training.loop import configure_torch
@@ -33,16 +34,16 @@ def evaluate_checkpoint(path, ways=None, shots=None, queries=None, steps=None, i
     config = config.replace(queries=queries or EVAL_QUERIES[config.problem])
     device = configure_torch(config)
     meta = {g: {n: p.to(device) for n, p in ps.items()} for g, ps in meta.items()}
-    steps = config.eval_inner_steps if steps is None else steps
+    trained_ways = state["config"]["ways"]
+    if config.problem == "omniglot" and trained_ways != config.ways:
+        raise MetalabError(f"this checkpoint's network has {trained_ways} outputs; evaluate it with "
+                           f"--ways {trained_ways} (or train a {config.ways}-way model)")
     problem = build_problem(config, data_dir, parts=(part,))
     problem.learner.model.to(device)
-    trained_ways = state["meta"]["theta"][_head_name(meta)].shape[0] if config.problem == "omniglot" else None
-    if trained_ways is not None and trained_ways != config.ways:
-        raise MetalabError(f"this checkpoint's output layer has {trained_ways} classes; evaluate it with "
-                           f"--ways {trained_ways} (or train a {config.ways}-way model)")
+    method = make_method(config, problem.learner)
+    steps = method.eval_steps if steps is None else steps
     started = time.perf_counter()
-    scores = per_episode_scores(meta, problem.learner, problem.inner,
-                                fixed_episodes(problem.tasks[part], seed, episodes), steps)
+    scores = per_episode_scores(meta, method, fixed_episodes(problem.tasks[part], seed, episodes), steps)
     seconds = time.perf_counter() - started
     what = "accuracy" if config.problem == "omniglot" else "MSE"
     task = (f"{config.ways}-way {config.shots}-shot {config.queries}-query" if config.problem == "omniglot"
@@ -50,18 +51,16 @@ def evaluate_checkpoint(path, ways=None, shots=None, queries=None, steps=None, i
     print(f"{path}: {config.method}, {task}, {episodes} {part} episodes (seed {seed}), {seconds:.0f} s")
     results = {"checkpoint": str(path), "config": dataclasses.asdict(config), "part": part, "episodes": episodes,
                "seed": seed, "metric": what, "after_steps": {}}
-    for s in range(steps + 1):
+    for s in range(len(scores)):
         estimate = summarize(scores[s])
         text = estimate.as_percent() if what == "accuracy" else str(estimate)
         diverged = int((~np.isfinite(scores[s])).sum())
         if diverged:
             text = f"diverged (non-finite {what} in {diverged} of {episodes} episodes)"
-        print(f"  after {s:2d} inner steps: {what} {text}")
+        when = "after reading the support set" if config.method in BLACK_BOX_METHODS else f"after {s:2d} inner steps"
+        print(f"  {when}: {what} {text}")
         results["after_steps"][s] = {"mean": estimate.mean, "ci95": estimate.ci95}
     if save_scores:
         np.save(save_scores, scores)
     return results
 
-
-def _head_name(meta) -> str:
-    return [name for name in meta["theta"] if name.endswith("weight")][-1]

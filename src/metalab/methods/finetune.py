@@ -42,7 +42,7 @@ from metalab.data.atomic import atomic_path
 from metalab.data.tasks import Episode, TaskDistribution, fixed_episodes, generator_for
 from metalab.errors import MetalabError
 from metalab.evaluation.stats import mean_ci
-from metalab.methods.optimization import Learner, Params, score
+from metalab.methods.learner import Learner, Params, score
 
 HEAD_INITS = ("zero", "random", "class_means", "normalized_class_means", "keep")
 OPTIMIZERS = ("sgd", "adam")

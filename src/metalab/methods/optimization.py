@@ -17,15 +17,15 @@ Everything is a pure function of explicit parameters. `meta` holds every meta-le
     meta["update_net"]  learned update only: the update network's parameters
 """
 
-from dataclasses import dataclass
-from typing import Callable, Iterator
+from dataclasses import dataclass, replace
+from functools import partial
+from typing import Iterator
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.func import functional_call, grad
+from torch.func import grad
 
-Params = dict[str, Tensor]
+from metalab.methods.learner import Learner, Params, score
 METHODS = ("maml", "fomaml", "metasgd", "learned_update")
 
 
@@ -45,18 +45,6 @@ class InnerLoop:
     @property
     def first_order(self) -> bool:
         return self.method == "fomaml"
-
-
-@dataclass(frozen=True)
-class Learner:
-    """The problem as the methods see it: a stateless network and a loss."""
-
-    model: nn.Module  # used only through functional_call; must update no buffers in place
-    loss: Callable[[Tensor, Tensor], Tensor]  # (prediction [n, ...], target [n, ...]) -> scalar
-
-    def predict(self, phi: Params, x: Tensor) -> Tensor:
-        """predict(phi, query): the network's output [n, out] for inputs x [n, ...]."""
-        return functional_call(self.model, phi, (x,))
 
 
 def init_meta(model: nn.Module, inner: InnerLoop) -> dict[str, Params]:
@@ -133,16 +121,34 @@ def task_loss(meta, episode_task, learner: Learner, inner: InnerLoop, steps: int
     return loss, score(prediction, query_y, loss)
 
 
-def score(prediction: Tensor, target: Tensor, loss: Tensor) -> Tensor:
-    """Accuracy for class labels, else the loss itself (MSE for regression)."""
-    if target.dtype == torch.int64:
-        return (prediction.argmax(-1) == target).float().mean()
-    return loss.detach()
+@dataclass(frozen=True)
+class GradientMethod:
+    """An optimization-based method as the shared loop and evaluation use it (see methods/method.py)."""
 
+    learner: Learner
+    inner: InnerLoop
+    train_steps: int = 1  # inner steps during meta-training
+    eval_steps: int = 3  # inner steps at validation
+    first_order_warmup: int = 0  # meta-steps of first-order MAML before second order
+    batching: str = "loop"  # see training/meta_step.py
 
-def cross_entropy(prediction, target):
-    return F.cross_entropy(prediction, target)
+    def init_meta(self) -> dict[str, Params]:
+        return init_meta(self.learner.model, self.inner)
 
+    def task_loss(self, step: int):
+        inner = self.inner
+        if step < self.first_order_warmup and inner.method == "maml":
+            inner = replace(inner, method="fomaml")
+        return partial(task_loss, learner=self.learner, inner=inner, steps=self.train_steps)
 
-def mse(prediction, target):
-    return F.mse_loss(prediction, target)
+    def scores(self, meta, episode, steps: int) -> Tensor:
+        """[steps + 1, B]: each task's query score after 0..steps inner steps."""
+        columns = []
+        for support_x, support_y, query_x, query_y in zip(*episode):
+            column = []
+            with torch.no_grad():
+                for phi in adapt_steps(meta, support_x, support_y, self.learner, self.inner, steps):
+                    prediction = self.learner.predict(phi, query_x)
+                    column.append(score(prediction, query_y, self.learner.loss(prediction, query_y)))
+            columns.append(torch.stack(column))
+        return torch.stack(columns, dim=1)

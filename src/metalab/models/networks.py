@@ -3,27 +3,39 @@
 Conv4: 4 x [3x3 conv, batch norm, ReLU, 2x2 max-pool] then a linear layer.
 `pooling=False` gives the MAML paper's Omniglot variant, stride-2 convolutions instead of pooling.
 Batch norm always normalizes with the statistics of the set it is applied to (no running averages, so
-no state is carried between tasks), as in the MAML paper.
+no state is carried between tasks), as in the MAML paper. Black-box learners embed each image on its own
+(`norm="group"`: group norm over each image's channels), so that no prediction depends on other images.
 """
 
 from torch import nn
 
 
 def conv4(ways: int, in_channels: int = 1, hidden: int = 64, pooling: bool = True, image_size: int = 28) -> nn.Sequential:
+    body, features = conv4_body(in_channels, hidden, pooling, image_size)
+    return nn.Sequential(*body, nn.Linear(features, ways))
+
+
+def conv4_body(in_channels: int = 1, hidden: int = 64, pooling: bool = True, image_size: int = 28,
+               norm: str = "batch") -> tuple[nn.Sequential, int]:
+    """The four conv blocks and the flattening: images [n, C, S, S] -> [n, features]; returns (body, features)."""
     layers, channels, size = [], in_channels, image_size
     for _ in range(4):
         if pooling:
-            layers += [nn.Conv2d(channels, hidden, 3, padding=1), _batch_norm(hidden), nn.ReLU(), nn.MaxPool2d(2)]
+            layers += [nn.Conv2d(channels, hidden, 3, padding=1), _norm(norm, hidden), nn.ReLU(), nn.MaxPool2d(2)]
             size //= 2
         else:
-            layers += [nn.Conv2d(channels, hidden, 3, stride=2, padding=1), _batch_norm(hidden), nn.ReLU()]
+            layers += [nn.Conv2d(channels, hidden, 3, stride=2, padding=1), _norm(norm, hidden), nn.ReLU()]
             size = (size + 1) // 2
         channels = hidden
-    return nn.Sequential(*layers, nn.Flatten(), nn.Linear(hidden * size * size, ways))
+    return nn.Sequential(*layers, nn.Flatten()), hidden * size * size
 
 
-def _batch_norm(channels: int) -> nn.BatchNorm2d:
-    return nn.BatchNorm2d(channels, track_running_stats=False)
+def _norm(kind: str, channels: int) -> nn.Module:
+    if kind == "batch":
+        return nn.BatchNorm2d(channels, track_running_stats=False)
+    if kind == "group":
+        return nn.GroupNorm(1, channels)
+    raise ValueError(f"norm must be 'batch' or 'group', got {kind!r}")
 
 
 def mlp(in_features: int = 1, hidden: int = 40, layers: int = 2, out_features: int = 1) -> nn.Sequential:

@@ -9,7 +9,6 @@ import dataclasses
 import json
 import math
 import time
-from functools import partial
 from pathlib import Path
 
 import torch
@@ -19,7 +18,7 @@ from metalab.config import Config
 from metalab.data.tasks import fixed_episodes, generator_for
 from metalab.errors import MetalabError
 from metalab.evaluation.evaluate import evaluate
-from metalab.methods.optimization import init_meta, task_loss
+from metalab.methods.method import make_method
 from metalab.problem import Problem, build_problem
 from metalab.training import checkpoint
 from metalab.training.meta_step import accumulate_meta_gradient
@@ -59,14 +58,16 @@ def meta_parameters(meta: dict) -> list[torch.Tensor]:
 def train(config: Config, out_dir: Path, resume: bool = False, data_dir=None, problem: Problem | None = None) -> Path:
     """Meta-train; writes last.pt / best.pt, metrics.jsonl, TensorBoard events and curves.png to out_dir.
 
-    `problem` replaces the one built from the config: your own task distributions and network.
+    `problem` replaces the one built from the config: your own task distributions and network; the method
+    is the config's (`method`, `inner_lr`, ...).
     """
     device = configure_torch(config)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     problem = problem or build_problem(config, data_dir, parts=("train", "val"))
+    method = make_method(config, problem.learner)
     torch.manual_seed(config.seed)
-    meta = init_meta(problem.learner.model, problem.inner)
+    meta = method.init_meta()
     meta = {g: {n: p.detach().to(device).requires_grad_(True) for n, p in ps.items()} for g, ps in meta.items()}
     problem.learner.model.to(device)
     optimizer = torch.optim.Adam(meta_parameters(meta), lr=config.meta_lr)
@@ -102,14 +103,10 @@ def train(config: Config, out_dir: Path, resume: bool = False, data_dir=None, pr
     cpu_clock = time.process_time() - _last_logged(out_dir / "metrics.jsonl", "cpu_time")
     bar = tqdm(range(start, config.steps), initial=start, total=config.steps, desc="meta-train", dynamic_ncols=True)
     for step in bar:
-        inner = problem.inner
-        if step < config.first_order_warmup and inner.method == "maml":
-            inner = dataclasses.replace(inner, method="fomaml")
-        loss_fn = partial(task_loss, learner=problem.learner, inner=inner, steps=config.inner_steps)
         episode = problem.tasks["train"].sample(generator_for(config.seed, TRAIN_STREAM, step),
                                                 config.meta_batch_size).to(device)
         optimizer.zero_grad(set_to_none=True)
-        loss, score = accumulate_meta_gradient(loss_fn, meta, episode, config.task_batching)
+        loss, score = accumulate_meta_gradient(method.task_loss(step), meta, episode, method.batching)
         if not math.isfinite(loss):
             raise MetalabError(f"the meta-training loss became {loss} at step {step}; lower --meta-lr or "
                                f"--inner-lr (now {config.meta_lr} and {config.inner_lr}) or enable --grad-clip")
@@ -124,8 +121,7 @@ def train(config: Config, out_dir: Path, resume: bool = False, data_dir=None, pr
             record["grad_norm"] = float(grad_norm)
             bar.set_postfix(loss=f"{loss:.3f}", score=f"{score:.3f}")
         if done % config.val_every == 0 or done == config.steps:
-            result = evaluate(meta, problem.learner, problem.inner, val_set, [config.eval_inner_steps])
-            record["val"] = result[config.eval_inner_steps].mean
+            record["val"] = evaluate(meta, method, val_set, [method.eval_steps])[method.eval_steps].mean
             improved = best is None or _better(record["val"], best, config)
             if improved:
                 best = record["val"]
