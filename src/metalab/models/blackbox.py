@@ -180,11 +180,15 @@ class AverageLearner(BlackBox):
 
 
 class AttentionLearner(BlackBox):
-    """A transformer over the support set with one token per query.
+    """A transformer over the support set with one token per query, read out through attention to labels.
 
     Support tokens (e(x), one-hot y) attend to each other; each query token (e(x), zeros) attends to the
-    support tokens of its layer and to itself only: no query sees another query. The masking is built into
-    the computation: phi holds the support set's token states at every layer, which do not depend on queries.
+    support tokens of its layer only (its own features pass by the residual path): no query sees another
+    query. The masking is built into the computation: phi holds the support set's token states at every
+    layer, which do not depend on the queries. The output adds to a linear head a label readout: one more
+    attention of each query over the support set whose values are the support labels (one-hot, or y), so
+    the gradient reaches "find the similar support example" directly; without it the model sat at chance
+    for the first 1,200 steps here.
     """
 
     def __init__(self, embed, embed_dim, label_dim, out_dim, classification, hidden=128, layers=2, heads=4):
@@ -196,32 +200,32 @@ class AttentionLearner(BlackBox):
         self.blocks = nn.ModuleList(_Block(hidden) for _ in range(layers))
         self.norm = nn.LayerNorm(hidden)
         self.head = nn.Linear(hidden, out_dim)
+        self.readout_query, self.readout_key = nn.Linear(hidden, hidden), nn.Linear(hidden, hidden)
+        self.readout_scale = nn.Parameter(torch.tensor(1.0 if classification else 0.0))
 
     def adapt(self, support_x, support_y):
         states = [self.tokens(self.support_tokens(support_x, support_y))]
-        for block in self.blocks[:-1]:  # the last layer's support output is never read by a query
-            states.append(block(states[-1], self._attend(block, states[-1], states[-1], with_self=False)))
-        return states  # per layer, [B, K, hidden]
+        for block in self.blocks:
+            states.append(block(states[-1], self._attend(block, states[-1], states[-1])))
+        return states, self.label_input(support_y).to(states[0].dtype)  # per layer [B, K, hidden]; [B, K, labels]
 
     def predict(self, phi, query_x):
+        states, labels = phi
         x = self.tokens(self.query_tokens(query_x))
-        for block, support in zip(self.blocks, phi):
-            x = block(x, self._attend(block, x, support, with_self=True))
-        return self.head(self.norm(x))
+        for block, support in zip(self.blocks, states):
+            x = block(x, self._attend(block, x, support))
+        x = self.norm(x)
+        keys = self.readout_key(self.norm(states[-1]))
+        weights = torch.softmax(self.readout_query(x) @ keys.transpose(-1, -2) / math.sqrt(x.shape[-1]), dim=-1)
+        return self.head(x) + self.readout_scale * 10 * (weights @ labels)
 
-    def _attend(self, block, x: Tensor, context: Tensor, with_self: bool) -> Tensor:
-        """Multi-head attention of x [B, m, d] over context [B, n, d], plus each x over itself if `with_self`."""
+    def _attend(self, block, x: Tensor, context: Tensor) -> Tensor:
+        """Multi-head attention of x [B, m, d] over context [B, n, d]."""
         split = lambda t: t.unflatten(-1, (self.heads, -1)).transpose(1, 2)  # [B, heads, len, d_head]
-        q, k, v = split(block.query(block.norm1(x))), split(block.key(block.norm1(context))), split(block.value(block.norm1(context)))
-        scores = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])  # [B, heads, m, n]
-        if with_self:
-            own_k, own_v = split(block.key(block.norm1(x))), split(block.value(block.norm1(x)))
-            scores = torch.cat([scores, (q * own_k).sum(-1, keepdim=True) / math.sqrt(q.shape[-1])], dim=-1)
-            weights = torch.softmax(scores, dim=-1)
-            out = weights[..., :-1] @ v + weights[..., -1:] * own_v
-        else:
-            out = torch.softmax(scores, dim=-1) @ v
-        return block.out(out.transpose(1, 2).flatten(2))
+        q = split(block.query(block.norm1(x)))
+        k, v = split(block.key(block.norm1(context))), split(block.value(block.norm1(context)))
+        weights = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1]), dim=-1)  # [B, heads, m, n]
+        return block.out((weights @ v).transpose(1, 2).flatten(2))
 
 
 class _Block(nn.Module):

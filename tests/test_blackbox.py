@@ -1,0 +1,149 @@
+"""Black-box learners: no label leakage, order invariance, they can memorize, and labels are permuted."""
+
+import pytest
+import torch
+
+from metalab.config import BLACK_BOX_METHODS, preset
+from metalab.data.tasks import Episode, generator_for
+from metalab.methods import blackbox
+from metalab.methods.learner import Learner, cross_entropy, mse
+from metalab.models.blackbox import blackbox_model
+from metalab.training.meta_step import accumulate_meta_gradient
+
+WAYS, SHOTS, QUERIES, TASKS, SIZE = 3, 2, 4, 2, 8
+
+
+def classifier(method, embedding="conv4", seed=0):
+    torch.manual_seed(seed)
+    model = blackbox_model(method, (1, SIZE, SIZE), WAYS, WAYS, True, embedding=embedding, hidden=4, width=16,
+                           memory_slots=8).double()
+    return Learner(model, cross_entropy)
+
+
+def regressor(method, seed=0):
+    torch.manual_seed(seed)
+    return Learner(blackbox_model(method, (1,), 1, 1, False, embedding="mlp", width=16).double(), mse)
+
+
+def image_episode(seed=0, tasks=TASKS):
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.arange(WAYS).repeat_interleave(SHOTS)
+    return Episode(torch.rand(tasks, WAYS * SHOTS, 1, SIZE, SIZE, generator=g, dtype=torch.float64),
+                   labels[torch.randperm(WAYS * SHOTS, generator=g)].expand(tasks, -1).clone(),
+                   torch.rand(tasks, WAYS * QUERIES, 1, SIZE, SIZE, generator=g, dtype=torch.float64),
+                   torch.randint(0, WAYS, (tasks, WAYS * QUERIES), generator=g))
+
+
+def regression_episode(seed=0, tasks=TASKS):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(tasks, 10, 1, generator=g, dtype=torch.float64) * 10 - 5
+    y = torch.sin(x) * torch.rand(tasks, 1, 1, generator=g, dtype=torch.float64) * 5
+    return Episode(x[:, :5], y[:, :5], x[:, 5:], y[:, 5:])
+
+
+def predictions(learner, episode):
+    meta = {"theta": dict(learner.model.named_parameters())}
+    phi = blackbox.adapt(meta, episode.support_x, episode.support_y, learner)
+    return blackbox.predict(meta, phi, episode.query_x, learner)
+
+
+CASES = [(m, "classification") for m in BLACK_BOX_METHODS] + [(m, "regression") for m in BLACK_BOX_METHODS]
+
+
+def make(method, kind, seed=0):
+    return (classifier(method), image_episode(seed)) if kind == "classification" else (regressor(method),
+                                                                                          regression_episode(seed))
+
+
+@pytest.mark.parametrize("method,kind", CASES)
+def test_a_query_prediction_depends_on_the_support_set_and_that_query_only(method, kind):
+    learner, episode = make(method, kind)
+    query_x = episode.query_x.clone().requires_grad_(True)
+    support_x = episode.support_x.clone().requires_grad_(True)
+    out = predictions(learner, episode._replace(query_x=query_x, support_x=support_x))
+    assert out.shape[:2] == episode.query_y.shape[:2]
+    # d prediction(task 0, query 0) / d inputs: nonzero for the support set and query 0 itself, zero for every
+    # other query and every other task (no query sees another query or another task's data).
+    grad_query, grad_support = torch.autograd.grad(out[0, 0].sum(), (query_x, support_x))
+    assert grad_query[0, 0].abs().sum() > 0 and grad_support[0].abs().sum() > 0
+    assert grad_query[0, 1:].abs().sum() == 0 and grad_query[1:].abs().sum() == 0
+    assert grad_support[1:].abs().sum() == 0
+
+
+@pytest.mark.parametrize("method,kind", CASES)
+def test_query_labels_never_change_a_prediction(method, kind):
+    learner, episode = make(method, kind)
+    relabelled = episode._replace(query_y=(episode.query_y + 1) % WAYS if kind == "classification"
+                                  else episode.query_y + 100.0)
+    assert torch.equal(predictions(learner, episode), predictions(learner, relabelled))
+    # while the support labels do change them: the learner reads them
+    resupported = episode._replace(support_y=(episode.support_y + 1) % WAYS if kind == "classification"
+                                   else episode.support_y + 1.0)
+    assert not torch.allclose(predictions(learner, episode), predictions(learner, resupported))
+
+
+@pytest.mark.parametrize("kind", ["classification", "regression"])
+def test_feedforward_average_ignores_the_order_of_the_support_set(kind):
+    learner, episode = make("average", kind)
+    order = torch.randperm(episode.support_x.shape[1], generator=torch.Generator().manual_seed(1))
+    shuffled = episode._replace(support_x=episode.support_x[:, order], support_y=episode.support_y[:, order])
+    torch.testing.assert_close(predictions(learner, episode), predictions(learner, shuffled), rtol=1e-12, atol=1e-12)
+    # (the LSTM is not invariant, as expected of a sequence model)
+    lstm, _ = make("lstm", kind)
+    assert not torch.allclose(predictions(lstm, episode), predictions(lstm, shuffled))
+
+
+@pytest.mark.parametrize("method,kind", CASES)
+def test_a_learner_memorizes_a_fixed_set_of_tasks(method, kind):
+    """Trained on the same 2 tasks, the query loss goes to near zero: the network can fit what it reads."""
+    learner, episode = make(method, kind, seed=3)
+    if kind == "regression":
+        episode = episode._replace(support_y=episode.support_y / 5, query_y=episode.query_y / 5)
+    learner = Learner(learner.model.float(), learner.loss)
+    episode = Episode(*(t.float() if t.is_floating_point() else t for t in episode))
+    method_ = blackbox.BlackBoxMethod(learner)
+    meta = method_.init_meta()
+    optimizer = torch.optim.Adam(list(meta["theta"].values()), lr=3e-3)
+    first = None
+    for step in range(300):
+        optimizer.zero_grad()
+        loss, _ = accumulate_meta_gradient(method_.task_loss(step), meta, episode, method_.batching)
+        first = first if first is not None else loss
+        optimizer.step()
+    assert loss < 0.02 * first, (first, loss)
+
+
+def test_batched_loss_is_the_mean_of_per_task_losses():
+    learner, episode = make("attention", "classification")
+    meta = {"theta": dict(learner.model.named_parameters())}
+    losses, scores = blackbox.batch_loss(meta, tuple(episode), learner)
+    for t in range(TASKS):
+        alone, _ = blackbox.batch_loss(meta, tuple(episode.task(t)), learner)
+        torch.testing.assert_close(losses[t : t + 1], alone)
+    assert scores.shape == (TASKS,) and ((scores >= 0) & (scores <= 1)).all()
+
+
+def test_labels_are_permuted_per_episode_so_ignoring_the_support_set_scores_chance(omniglot_problem):
+    """A classifier of the query image alone, trained on meta-train episodes, could exploit a fixed
+    class-to-label mapping; with labels permuted per episode it stays at chance, even on training classes."""
+    tasks = omniglot_problem.tasks["train"]
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(28 * 28, 64), torch.nn.ReLU(), torch.nn.Linear(64, 5))
+    optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
+    for step in range(150):
+        episode = tasks.sample(generator_for(0, 7, step), 16)
+        loss = cross_entropy(net(episode.query_x.flatten(0, 1)), episode.query_y.flatten())
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    episode = tasks.sample(generator_for(0, 8), 200)
+    with torch.no_grad():
+        accuracy = (net(episode.query_x.flatten(0, 1)).argmax(-1) == episode.query_y.flatten()).double().mean()
+    assert abs(accuracy - 0.2) < 0.02, accuracy  # 200 x 25 queries: chance is 0.2 +- 0.011 (95%)
+
+
+@pytest.fixture(scope="module")
+def omniglot_problem():
+    from metalab.problem import build_problem
+
+    return build_problem(preset("omniglot-5w1s-average").replace(queries=5), parts=("train",))
