@@ -59,3 +59,23 @@ def learning_curves(metrics_path: Path, path: Path, problem: str) -> Path:
         fig.savefig(tmp, format="png", dpi=100)
     plt.close(fig)
     return Path(path)
+
+
+def score_against_shots(estimates: dict, shots: list[int], metric: str, path: Path) -> Path:
+    """One line per method: its mean score at each number of shots with 95% interval bars.
+    `estimates` maps a method's name to its Estimate for each entry of `shots`."""
+    scale = 100 if metric == "accuracy" else 1
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, values in estimates.items():
+        ax.errorbar(shots, [scale * e.mean for e in values], yerr=[scale * e.ci95 for e in values], marker="o",
+                    capsize=3, label=name)
+    ax.set(xscale="log", xlabel="shots (examples per class in the support set)",
+           ylabel=f"meta-test {metric}{' (%)' if metric == 'accuracy' else ''}")
+    ax.set_xticks(shots, [str(k) for k in shots])
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    with atomic_path(Path(path)) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
+    return Path(path)

@@ -170,7 +170,7 @@ def run_finetune(args) -> None:
 
 def starting_point(args):
     """(problem Config, start parameters) from --init; None for --init random (made once the network is)."""
-    from metalab.config import Config
+    from metalab.config import BLACK_BOX_METHODS, Config
     from metalab.evaluation.report import load_trained
     from metalab.training import checkpoint
     from metalab.training.pretrain import KIND
@@ -202,6 +202,9 @@ def starting_point(args):
         raise MetalabError(f"{path} is not a meta-training checkpoint; for one written by `metalab pretrain` use "
                            f"--init pretrained:{path}")
     config, meta, _ = load_trained(path)
+    if config.method in BLACK_BOX_METHODS:
+        raise MetalabError(f"{path} holds a black-box learner ({config.method}); fine-tuning starts from a network's "
+                           "parameters: a `metalab pretrain` checkpoint or a MAML-family one")
     return config, meta["theta"]
 
 

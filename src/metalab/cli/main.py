@@ -1,4 +1,4 @@
-"""The `metalab` command: `metalab data fetch|info|show`, `metalab train`, `metalab eval`."""
+"""The `metalab` command: data, train, eval, compare, pretrain, finetune, table."""
 
 import argparse
 import sys
@@ -7,13 +7,14 @@ from metalab.errors import MetalabError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from metalab.cli import data, finetune, train
+    from metalab.cli import data, finetune, report, train
 
     parser = argparse.ArgumentParser(prog="metalab", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     data.add_commands(commands)
     train.add_commands(commands)
     finetune.add_commands(commands)
+    report.add_commands(commands)
     return parser
 
 

@@ -73,6 +73,9 @@ class LSTMLearner(BlackBox):
         return self.head(out[:, -1]).view(batch, queries, self.out_dim)
 
 
+KEY_STRENGTH = 10.0
+
+
 class MANN(BlackBox):
     """Memory-augmented network (Santoro et al. 2016): an LSTM controller with an external memory.
 
@@ -91,6 +94,9 @@ class MANN(BlackBox):
         self.controller = nn.LSTMCell(embed_dim + label_dim + heads * width, hidden)
         self.key = nn.Linear(hidden, heads * width)
         self.write_gate = nn.Parameter(torch.zeros(heads))  # alpha: sigmoid(alpha) = share of the last read slots
+        # log of the key strength beta that sharpens cosine similarity before the softmax (as in the Neural Turing
+        # Machine); Santoro et al. use beta = 1, with which the reads start nearly uniform over all slots
+        self.log_key_strength = nn.Parameter(torch.tensor(math.log(KEY_STRENGTH)))
         self.head = nn.Linear(hidden + heads * width, out_dim)
 
     def initial_state(self, batch: int, like: Tensor) -> dict:
@@ -117,7 +123,7 @@ class MANN(BlackBox):
             memory = memory * cleared.unsqueeze(-1) + torch.einsum("bhs,bhw->bsw", write_weights, keys[:, 0])
         similarity = torch.einsum("brhw,bsw->brhs", F.normalize(keys, dim=-1, eps=1e-8),
                                   F.normalize(memory, dim=-1, eps=1e-8))  # cosine similarity
-        read_weights = torch.softmax(similarity, dim=-1)  # [B, R, heads, slots]
+        read_weights = torch.softmax(self.log_key_strength.exp() * similarity, dim=-1)  # [B, R, heads, slots]
         reads = torch.einsum("brhs,bsw->brhw", read_weights, memory).flatten(2)
         if write:
             usage = self.gamma * usage + read_weights[:, 0].sum(1) + write_weights.sum(1)
