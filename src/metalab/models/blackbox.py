@@ -207,6 +207,8 @@ class AttentionLearner(BlackBox):
         self.norm = nn.LayerNorm(hidden)
         self.head = nn.Linear(hidden, out_dim)
         self.readout_query, self.readout_key = nn.Linear(hidden, hidden), nn.Linear(hidden, hidden)
+        # the readout's weight, used times 10 so that Adam's steps move it at a useful rate; classification starts
+        # with a confident vote (10), regression with none (the head alone)
         self.readout_scale = nn.Parameter(torch.tensor(1.0 if classification else 0.0))
 
     def adapt(self, support_x, support_y):
