@@ -99,6 +99,7 @@ PRESETS: dict[str, Config] = {
     "omniglot-5w1s-lstm": _BLACK_BOX.replace(method="lstm"),
     "omniglot-5w1s-lstm-pixels": _BLACK_BOX.replace(method="lstm", embedding="pixels"),
     "omniglot-5w1s-mann": _BLACK_BOX.replace(method="mann"),
+    "omniglot-5w1s-mann-pixels": _BLACK_BOX.replace(method="mann", embedding="pixels"),
     "omniglot-5w1s-average": _BLACK_BOX.replace(method="average"),
     "omniglot-5w1s-attention": _BLACK_BOX.replace(method="attention"),
     "sinusoid-average": _SINUSOID.replace(method="average", width=128, grad_clip=10.0, task_batching="loop"),
