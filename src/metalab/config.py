@@ -98,8 +98,8 @@ PRESETS: dict[str, Config] = {
     # Black-box learners: first-order training, so many more (cheaper) meta-steps than MAML in the same time.
     "omniglot-5w1s-lstm": _BLACK_BOX.replace(method="lstm"),
     "omniglot-5w1s-lstm-pixels": _BLACK_BOX.replace(method="lstm", embedding="pixels"),
-    "omniglot-5w1s-mann": _BLACK_BOX.replace(method="mann"),
-    "omniglot-5w1s-mann-pixels": _BLACK_BOX.replace(method="mann", embedding="pixels"),
+    "omniglot-5w1s-mann": _BLACK_BOX.replace(method="mann", embedding="pixels"),  # raw pixels, as Santoro et al.
+    "omniglot-5w1s-mann-conv4": _BLACK_BOX.replace(method="mann"),
     "omniglot-5w1s-average": _BLACK_BOX.replace(method="average"),
     "omniglot-5w1s-attention": _BLACK_BOX.replace(method="attention"),
     "sinusoid-average": _SINUSOID.replace(method="average", width=128, grad_clip=10.0, task_batching="loop"),
