@@ -126,6 +126,7 @@ def run_finetune(args) -> None:
     from metalab.evaluation.report import EVAL_QUERIES
     from metalab.evaluation.stats import mean_ci
     from metalab.methods.finetune import FinetuneConfig, finetune_scores, grid_search
+    from metalab.models.networks import reinitialize
     from metalab.problem import build_problem
     from metalab.training.loop import VAL_SEED, configure_torch
 
@@ -138,7 +139,8 @@ def run_finetune(args) -> None:
     configure_torch(config)
     problem = build_problem(config, args.data_dir, parts=("val", "test") if args.grid else ("test",))
     if start is None:
-        start = _random_start(problem.learner.model, args.seed)
+        reinitialize(problem.learner.model, args.seed)
+        start = {name: p.detach().clone() for name, p in problem.learner.model.named_parameters()}
     regression = config.problem == "sinusoid"
     settings = FinetuneConfig(**{"head_init": "keep" if regression else "class_means",
                                  **_given(args, FINETUNE_FLAGS)})
@@ -206,17 +208,6 @@ def starting_point(args):
         raise MetalabError(f"{path} holds a black-box learner ({config.method}); fine-tuning starts from a network's "
                            "parameters: a `metalab pretrain` checkpoint or a MAML-family one")
     return config, meta["theta"]
-
-
-def _random_start(model, seed: int) -> dict:
-    """The network's own initialization, drawn afresh from `seed`."""
-    import torch
-
-    torch.manual_seed(seed)
-    for module in model.modules():
-        if hasattr(module, "reset_parameters"):
-            module.reset_parameters()
-    return {name: p.detach().clone() for name, p in model.named_parameters()}
 
 
 def _grid_settings(texts: list[str]) -> dict[str, list]:

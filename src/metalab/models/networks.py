@@ -7,6 +7,7 @@ no state is carried between tasks), as in the MAML paper. Black-box learners emb
 (`norm="group"`: group norm over each image's channels), so that no prediction depends on other images.
 """
 
+import torch
 from torch import nn
 
 
@@ -45,3 +46,12 @@ def mlp(in_features: int = 1, hidden: int = 40, layers: int = 2, out_features: i
         modules += [nn.Linear(width, hidden), nn.ReLU()]
         width = hidden
     return nn.Sequential(*modules, nn.Linear(width, out_features))
+
+
+def reinitialize(model: nn.Module, seed: int) -> None:
+    """Draw the model's initialization afresh from `seed`: every submodule's own reset_parameters, in order.
+    (Parameters a module sets to constants in __init__ keep them.)"""
+    torch.manual_seed(seed)
+    for module in model.modules():
+        if hasattr(module, "reset_parameters"):
+            module.reset_parameters()

@@ -19,6 +19,7 @@ from metalab.data.tasks import fixed_episodes, generator_for
 from metalab.errors import MetalabError
 from metalab.evaluation.evaluate import evaluate
 from metalab.methods.method import make_method
+from metalab.models.networks import reinitialize
 from metalab.problem import Problem, build_problem
 from metalab.training import checkpoint
 from metalab.training.meta_step import accumulate_meta_gradient
@@ -66,7 +67,9 @@ def train(config: Config, out_dir: Path, resume: bool = False, data_dir=None, pr
     out_dir.mkdir(parents=True, exist_ok=True)
     problem = problem or build_problem(config, data_dir, parts=("train", "val"))
     method = make_method(config, problem.learner)
-    torch.manual_seed(config.seed)
+    # The initialization comes from the seed, not from whatever state torch's global generator was in when the
+    # network was built (this torch seeds it differently in every process).
+    reinitialize(problem.learner.model, config.seed)
     meta = method.init_meta()
     meta = {g: {n: p.detach().to(device).requires_grad_(True) for n, p in ps.items()} for g, ps in meta.items()}
     problem.learner.model.to(device)
