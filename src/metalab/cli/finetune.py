@@ -126,6 +126,7 @@ def run_finetune(args) -> None:
     from metalab.evaluation.report import EVAL_QUERIES
     from metalab.evaluation.stats import mean_ci
     from metalab.methods.finetune import FinetuneConfig, finetune_scores, grid_search
+    from metalab.methods.learner import copy_parameters
     from metalab.models.networks import reinitialize
     from metalab.problem import build_problem
     from metalab.training.loop import VAL_SEED, configure_torch
@@ -140,7 +141,7 @@ def run_finetune(args) -> None:
     problem = build_problem(config, args.data_dir, parts=("val", "test") if args.grid else ("test",))
     if start is None:
         reinitialize(problem.learner.model, args.seed)
-        start = {name: p.detach().clone() for name, p in problem.learner.model.named_parameters()}
+        start = copy_parameters(problem.learner.model)
     regression = config.problem == "sinusoid"
     settings = FinetuneConfig(**{"head_init": "keep" if regression else "class_means",
                                  **_given(args, FINETUNE_FLAGS)})

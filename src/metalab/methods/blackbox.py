@@ -15,7 +15,7 @@ from torch import Tensor
 from torch.func import functional_call
 
 from metalab.data.tasks import Episode
-from metalab.methods.learner import Learner, Params, score
+from metalab.methods.learner import Learner, Params, copy_parameters, score
 
 
 def adapt(meta: dict[str, Params], support_x: Tensor, support_y: Tensor, learner: Learner):
@@ -44,8 +44,7 @@ class BlackBoxMethod:
     eval_steps: int = 0  # no inner steps: one score per episode, after reading the support set
 
     def init_meta(self) -> dict[str, Params]:
-        return {"theta": {name: p.detach().clone().requires_grad_(True)
-                          for name, p in self.learner.model.named_parameters()}}
+        return {"theta": {name: p.requires_grad_(True) for name, p in copy_parameters(self.learner.model).items()}}
 
     def task_loss(self, step: int):
         return partial(batch_loss, learner=self.learner)

@@ -23,6 +23,11 @@ class Learner:
         return functional_call(self.model, phi, (x,))
 
 
+def copy_parameters(model: nn.Module) -> Params:
+    """The model's current parameters as detached copies, by name: a starting point that owns its memory."""
+    return {name: p.detach().clone() for name, p in model.named_parameters()}
+
+
 def score(prediction: Tensor, target: Tensor, loss: Tensor) -> Tensor:
     """Accuracy for class labels, else the loss itself (MSE for regression)."""
     if target.dtype == torch.int64:

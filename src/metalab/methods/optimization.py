@@ -25,8 +25,8 @@ import torch
 from torch import Tensor, nn
 from torch.func import grad
 
-from metalab.methods.learner import Learner, Params, score
-METHODS = ("maml", "fomaml", "metasgd", "learned_update")
+from metalab.config import GRADIENT_METHODS
+from metalab.methods.learner import Learner, Params, copy_parameters, score
 
 
 @dataclass(frozen=True)
@@ -37,8 +37,8 @@ class InnerLoop:
     update_hidden: int = 20  # learned update network width
 
     def __post_init__(self):
-        if self.method not in METHODS:
-            raise ValueError(f"unknown method {self.method!r}; choose one of {METHODS}")
+        if self.method not in GRADIENT_METHODS:
+            raise ValueError(f"unknown method {self.method!r}; choose one of {GRADIENT_METHODS}")
         if self.lr_shape not in ("element", "tensor"):
             raise ValueError(f"lr_shape must be 'element' or 'tensor', got {self.lr_shape!r}")
 
@@ -49,7 +49,7 @@ class InnerLoop:
 
 def init_meta(model: nn.Module, inner: InnerLoop) -> dict[str, Params]:
     """Fresh meta-parameters, starting from the model's own initialization."""
-    theta = {name: p.detach().clone() for name, p in model.named_parameters()}
+    theta = copy_parameters(model)
     meta = {"theta": theta}
     if inner.method == "metasgd":
         meta["inner_lr"] = {

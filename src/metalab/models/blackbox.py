@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from metalab.config import BLACK_BOX_METHODS
 from metalab.models.networks import conv4_body
 
 
@@ -248,9 +249,6 @@ class _Block(nn.Module):
     def forward(self, x, attended):
         x = x + attended
         return x + self.mlp(self.norm2(x))
-
-
-BLACK_BOX_METHODS = ("lstm", "mann", "average", "attention")
 
 
 def blackbox_model(method: str, x_shape: tuple, label_dim: int, out_dim: int, classification: bool,
