@@ -59,8 +59,8 @@ def meta_parameters(meta: dict) -> list[torch.Tensor]:
 def train(config: Config, out_dir: Path, resume: bool = False, data_dir=None, problem: Problem | None = None) -> Path:
     """Meta-train; writes last.pt / best.pt, metrics.jsonl, TensorBoard events and curves.png to out_dir.
 
-    `problem` replaces the one built from the config: your own task distributions and network; the method
-    is the config's (`method`, `inner_lr`, ...).
+    `problem` replaces the one built from the config: your own task distributions and network (whose
+    initialization is drawn again from `config.seed`); the method is the config's (`method`, `inner_lr`, ...).
     """
     device = configure_torch(config)
     out_dir = Path(out_dir)
