@@ -144,10 +144,10 @@ def test_labels_are_permuted_per_episode_so_ignoring_the_support_set_scores_chan
 
 
 @pytest.fixture(scope="module")
-def omniglot_problem():
+def omniglot_problem(omniglot_dir):
     from metalab.problem import build_problem
 
-    return build_problem(preset("omniglot-5w1s-average").replace(queries=5), parts=("train",))
+    return build_problem(preset("omniglot-5w1s-average").replace(queries=5), omniglot_dir, parts=("train",))
 
 
 @pytest.mark.parametrize("preset_name", ["omniglot-5w1s-attention", "sinusoid-average"])
