@@ -21,6 +21,8 @@ class Config:
     shots: int = 1
     queries: int = 15  # per class (omniglot) or points (sinusoid) in each task's query set
     rotations: bool = True  # rotated characters (90/180/270) as extra meta-training classes
+    mirrors: bool = False  # mirrored characters (and their rotations) as extra meta-training classes
+    augment: float = 0.0  # strength of random affine distortions of meta-training tasks (data/augment.py); 0: none
     # model
     hidden: int = 64  # Conv4 channels, or the MLP's width
     pooling: bool = True  # Conv4 with max-pooling; False: the MAML paper's stride-2 convolutions
@@ -68,6 +70,8 @@ class Config:
         for name in ("inner_steps", "eval_inner_steps", "first_order_warmup", "threads"):
             if getattr(self, name) < 0:
                 raise MetalabError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
+        if not 0 <= self.augment <= 2:
+            raise MetalabError(f"--augment must be in [0, 2] (0 disables it), got {self.augment}")
         if self.inner_lr <= 0 or self.meta_lr <= 0:
             raise MetalabError("--inner-lr and --meta-lr must be positive")
 

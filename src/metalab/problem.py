@@ -3,6 +3,7 @@
 from dataclasses import dataclass
 
 from metalab.config import BLACK_BOX_METHODS, Config
+from metalab.data.augment import AugmentedTasks
 from metalab.data.episodes import ROTATIONS, omniglot_tasks
 from metalab.data.sinusoid import SinusoidTasks
 from metalab.data.splits import load_split_data
@@ -25,8 +26,12 @@ def build_problem(config: Config, data_dir=None, parts=("train", "val", "test"))
     data, split = load_split_data(config.split, data_dir)
     tasks = {}
     for part in parts:
-        rotations = ROTATIONS if (part == "train" and config.rotations) else (0,)
-        tasks[part] = omniglot_tasks(data, split, part, config.ways, config.shots, config.queries, rotations)
+        training = part == "train"
+        rotations = ROTATIONS if (training and config.rotations) else (0,)
+        tasks[part] = omniglot_tasks(data, split, part, config.ways, config.shots, config.queries, rotations,
+                                     mirrors=training and config.mirrors)
+        if training and config.augment > 0:
+            tasks[part] = AugmentedTasks(tasks[part], config.augment)
     return Problem(Learner(_network(config, x_shape=(1, 28, 28), outputs=config.ways), cross_entropy), tasks)
 
 

@@ -68,13 +68,15 @@ def _shuffle(index, labels, generator):
     return index.gather(1, order), labels.gather(1, order)
 
 
-def class_table(data: Omniglot, characters: np.ndarray, rotations=(0,)) -> tuple[torch.Tensor, torch.Tensor]:
-    """Bank of the drawings (rotated copies appended) and the [C, D] table of the classes
-    (character, rotation) for the given character ids."""
+def class_table(data: Omniglot, characters: np.ndarray, rotations=(0,), mirrors: bool = False
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Bank of the drawings (rotated and mirrored copies appended) and the [C, D] table of the classes
+    (character, rotation, mirrored or not) for the given character ids."""
     for r in rotations:
         if r not in ROTATIONS:
             raise MetalabError(f"rotation {r} is not one of {ROTATIONS}")
-    bank = np.concatenate([np.rot90(data.images, k=r // 90, axes=(1, 2)) for r in rotations])
+    views = [data.images, data.images[:, :, ::-1]] if mirrors else [data.images]
+    bank = np.concatenate([np.rot90(view, k=r // 90, axes=(1, 2)) for view in views for r in rotations])
     per_character = np.bincount(data.character[np.isin(data.character, characters)])
     counts = set(per_character[characters].tolist())
     if len(counts) != 1:
@@ -83,15 +85,15 @@ def class_table(data: Omniglot, characters: np.ndarray, rotations=(0,)) -> tuple
     # data is sorted by (character, drawer), so each character's drawings are a contiguous run.
     starts = np.searchsorted(data.character, characters)
     table = starts[:, None] + np.arange(counts.pop())[None, :]  # [chars, D]
-    tables = [table + i * len(data.images) for i in range(len(rotations))]
+    tables = [table + i * len(data.images) for i in range(len(bank) // len(data.images))]
     return torch.from_numpy(np.ascontiguousarray(bank)), torch.from_numpy(np.concatenate(tables))
 
 
 def omniglot_tasks(data: Omniglot, split: str | Split, part: str, ways: int, shots: int, queries: int,
-                   rotations=None) -> ClassificationTasks:
+                   rotations=None, mirrors: bool = False) -> ClassificationTasks:
     """Tasks from one part of a split; rotations default to all four for train, none otherwise."""
     split = make_split(split, data) if isinstance(split, str) else split
     if rotations is None:
         rotations = ROTATIONS if part == "train" else (0,)
-    bank, table = class_table(data, split.part(part), tuple(rotations))
+    bank, table = class_table(data, split.part(part), tuple(rotations), mirrors)
     return ClassificationTasks(bank, table, ways, shots, queries)

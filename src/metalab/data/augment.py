@@ -1,0 +1,77 @@
+"""Random affine distortions of meta-training tasks: more distinct classes than the split holds.
+
+With 116 meta-training characters (the minimal split), a learner soon knows the training alphabets'
+style and meets unseen alphabets with an embedding fitted to them. Two distortions, both drawn from the
+task generator so that (seed, step) still fixes every episode:
+
+- per class (a new character): one random rotation, shear and anisotropic scale shared by all the
+  drawings of a class in a task, like the 90-degree rotations that already serve as extra classes;
+- per image (a new drawing): a small rotation and translation of each example on its own.
+
+`strength` scales both ranges (1.0: classes up to +-15 degrees, shear 0.3, scale x0.8..1.25 per axis;
+images up to +-5 degrees and +-2 pixels at 28x28). Only meta-training tasks are distorted.
+"""
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from metalab.data.tasks import Episode, TaskDistribution
+from metalab.errors import MetalabError
+
+CLASS_ROTATION = math.radians(15)
+CLASS_SHEAR = 0.3
+CLASS_LOG_SCALE = math.log(1.25)
+IMAGE_ROTATION = math.radians(5)
+IMAGE_SHIFT = 2 / 14  # 2 pixels of a 28-pixel image, in affine_grid's [-1, 1] coordinates
+
+
+class AugmentedTasks:
+    """Classification tasks of `tasks`, each class and each image randomly distorted."""
+
+    def __init__(self, tasks: TaskDistribution, strength: float):
+        if not 0 < strength <= 2:
+            raise MetalabError(f"augmentation strength must be in (0, 2], got {strength}")
+        self.tasks, self.strength = tasks, strength
+
+    def __getattr__(self, name):  # ways, shots, queries, num_classes of the wrapped tasks
+        return getattr(self.tasks, name)
+
+    def sample(self, generator: torch.Generator, batch_size: int) -> Episode:
+        episode = self.tasks.sample(generator, batch_size)
+        ways = int(max(episode.support_y.max(), episode.query_y.max())) + 1
+        class_matrix = _class_transforms(generator, batch_size, ways, self.strength)  # [B, N, 2, 2]
+        return Episode(self._distort(episode.support_x, episode.support_y, class_matrix, generator), episode.support_y,
+                       self._distort(episode.query_x, episode.query_y, class_matrix, generator), episode.query_y)
+
+    def _distort(self, x: torch.Tensor, y: torch.Tensor, class_matrix: torch.Tensor, generator) -> torch.Tensor:
+        """x [B, S, C, H, W], y [B, S] -> x warped by its class's and its own transform."""
+        batch, size = y.shape
+        matrix = class_matrix[torch.arange(batch).unsqueeze(1), y]  # [B, S, 2, 2]
+        angle = _uniform(generator, (batch, size), IMAGE_ROTATION * self.strength)
+        matrix = _rotation(angle) @ matrix
+        shift = _uniform(generator, (batch, size, 2, 1), IMAGE_SHIFT * self.strength)
+        theta = torch.cat([matrix, shift], dim=-1).view(batch * size, 2, 3)
+        flat = x.reshape(batch * size, *x.shape[2:])
+        grid = F.affine_grid(theta, list(flat.shape), align_corners=False)
+        return F.grid_sample(flat, grid, mode="bilinear", padding_mode="zeros", align_corners=False).view_as(x)
+
+
+def _class_transforms(generator, batch: int, ways: int, strength: float) -> torch.Tensor:
+    """[B, N, 2, 2]: rotation x shear x per-axis scale of each class of each task."""
+    angle = _uniform(generator, (batch, ways), CLASS_ROTATION * strength)
+    shear = _uniform(generator, (batch, ways), CLASS_SHEAR * strength)
+    scale = _uniform(generator, (batch, ways, 2), CLASS_LOG_SCALE * strength).exp()
+    shear_matrix = torch.eye(2).repeat(batch, ways, 1, 1)
+    shear_matrix[..., 0, 1] = shear
+    return _rotation(angle) @ shear_matrix @ torch.diag_embed(scale)
+
+
+def _rotation(angle: torch.Tensor) -> torch.Tensor:
+    cos, sin = angle.cos(), angle.sin()
+    return torch.stack([torch.stack([cos, -sin], -1), torch.stack([sin, cos], -1)], -2)
+
+
+def _uniform(generator, shape, bound: float) -> torch.Tensor:
+    return (torch.rand(shape, generator=generator) * 2 - 1) * bound
