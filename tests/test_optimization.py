@@ -19,42 +19,47 @@ from metalab.training.meta_step import accumulate_meta_gradient
 WAYS, SHOTS, QUERIES, SIZE, TASKS, ALPHA = 3, 2, 3, 8, 3, 0.3
 
 
-def tiny_problem(seed=0):
-    """A 3-way task batch of 8x8 images and a tiny stride-2 Conv4 (4 channels, batch norm with affine)."""
+def tiny_problem(seed=0, pooling=False):
+    """A 3-way task batch of small images and a tiny Conv4 (4 channels, batch norm with affine): stride-2 on
+    8x8 images, or max-pooling on 16x16."""
     g = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
-    model = conv4(WAYS, hidden=4, pooling=False, image_size=SIZE).double()
+    size = 16 if pooling else SIZE
+    model = conv4(WAYS, hidden=4, pooling=pooling, image_size=size).double()
     labels = torch.arange(WAYS).repeat_interleave(SHOTS)
-    episode = Episode(torch.rand(TASKS, WAYS * SHOTS, 1, SIZE, SIZE, generator=g, dtype=torch.float64),
+    episode = Episode(torch.rand(TASKS, WAYS * SHOTS, 1, size, size, generator=g, dtype=torch.float64),
                       labels.expand(TASKS, -1).clone(),
-                      torch.rand(TASKS, WAYS * QUERIES, 1, SIZE, SIZE, generator=g, dtype=torch.float64),
+                      torch.rand(TASKS, WAYS * QUERIES, 1, size, size, generator=g, dtype=torch.float64),
                       torch.randint(0, WAYS, (TASKS, WAYS * QUERIES), generator=g))
     return model, episode
 
 
-def reference_forward(params: list, x):
-    """The stride-2 Conv4 written out by hand: params in the order of model.parameters()."""
+def reference_forward(params: list, x, pooling=False):
+    """Conv4 written out by hand in the textbook order (conv, batch norm, ReLU, then max-pool if pooling):
+    params in the order of model.parameters()."""
     h = x
     for layer in range(4):
         conv_w, conv_b, bn_w, bn_b = params[4 * layer: 4 * layer + 4]
-        h = F.conv2d(h, conv_w, conv_b, stride=2, padding=1)
+        h = F.conv2d(h, conv_w, conv_b, stride=1 if pooling else 2, padding=1)
         mean = h.mean(dim=(0, 2, 3), keepdim=True)
         var = h.var(dim=(0, 2, 3), unbiased=False, keepdim=True)
         h = (h - mean) / torch.sqrt(var + 1e-5) * bn_w.view(1, -1, 1, 1) + bn_b.view(1, -1, 1, 1)
         h = torch.relu(h)
+        if pooling:
+            h = F.max_pool2d(h, 2)
     return h.flatten(1) @ params[16].T + params[17]
 
 
-def reference_meta_gradient(model, episode, steps, first_order=False):
+def reference_meta_gradient(model, episode, steps, first_order=False, pooling=False):
     theta = [p.detach().clone().requires_grad_(True) for p in model.parameters()]
     total = 0.0
     for t in range(episode.batch_size):
         params = theta
         for _ in range(steps):
-            loss = F.cross_entropy(reference_forward(params, episode.support_x[t]), episode.support_y[t])
+            loss = F.cross_entropy(reference_forward(params, episode.support_x[t], pooling), episode.support_y[t])
             grads = torch.autograd.grad(loss, params, create_graph=not first_order)
             params = [p - ALPHA * g for p, g in zip(params, grads)]
-        total = total + F.cross_entropy(reference_forward(params, episode.query_x[t]), episode.query_y[t])
+        total = total + F.cross_entropy(reference_forward(params, episode.query_x[t], pooling), episode.query_y[t])
     return torch.autograd.grad(total / episode.batch_size, theta)
 
 
@@ -71,10 +76,12 @@ def theta_grads(meta):
     return [p.grad for p in meta["theta"].values()]
 
 
+@pytest.mark.parametrize("pooling", [False, True])
 @pytest.mark.parametrize("steps", [1, 3])
-def test_maml_equals_unrolled_reference(steps):
-    model, episode = tiny_problem()
-    expected = reference_meta_gradient(model, episode, steps)
+def test_maml_equals_unrolled_reference(steps, pooling):
+    """Also for the max-pooling Conv4, which pools before its ReLU: the same function and gradients."""
+    model, episode = tiny_problem(pooling=pooling)
+    expected = reference_meta_gradient(model, episode, steps, pooling=pooling)
     got = theta_grads(metalab_meta_gradient(model, episode, steps))
     for e, g in zip(expected, got):
         torch.testing.assert_close(g, e, rtol=1e-6, atol=1e-10)
