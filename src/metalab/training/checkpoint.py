@@ -9,8 +9,8 @@ from metalab.errors import MetalabError
 
 
 def save(path: Path, state: dict) -> None:
-    with atomic_path(Path(path)) as tmp:
-        torch.save(state, tmp)
+    with atomic_path(Path(path)) as tmp, open(tmp, "wb") as f:
+        torch.save(state, f)
 
 
 def load(path: Path, device="cpu") -> dict:
