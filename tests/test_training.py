@@ -60,8 +60,7 @@ def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
     checkpoint.save(tmp_path / "c.pt", {"step": 1})
 
     def broken_save(obj, f, *args, **kwargs):
-        with open(f, "wb") as handle:
-            handle.write(b"partial")
+        f.write(b"partial")
         raise OSError("disk full")
 
     monkeypatch.setattr(torch, "save", broken_save)
