@@ -155,12 +155,30 @@ def test_train_and_eval_commands_run_a_black_box_learner(preset_name, tmp_path, 
     from metalab.cli.main import main
 
     out = tmp_path / "run"
-    assert main(["train", "--preset", preset_name, "--steps", "4", "--val-every", "2", "--val-episodes", "4",
+    data = ["--data-dir", str(omniglot_dir)]
+    assert main(["train", "--preset", preset_name, *data, "--steps", "4", "--val-every", "2", "--val-episodes", "4",
                  "--meta-batch-size", "2", "--width", "16", "--hidden", "8", "--out-dir", str(out)]) == 0
-    assert main(["eval", str(out / "best.pt"), "--episodes", "6", "--shots", "2",
+    assert main(["eval", str(out / "best.pt"), *data, "--episodes", "6", "--shots", "2",
                  "--save-scores", str(tmp_path / "s.npy")]) == 0
     printed = capsys.readouterr().out
     assert "after reading the support set" in printed and "inner steps" not in printed
     import numpy as np
 
     assert np.load(tmp_path / "s.npy").shape == (1, 6)
+    if preset_name == "omniglot-5w1s-attention":  # its label inputs are 5 wide: no other number of ways
+        assert main(["eval", str(out / "best.pt"), *data, "--episodes", "2", "--ways", "3"]) == 2
+        assert "--ways 5" in capsys.readouterr().err
+
+
+def test_feedforward_average_trained_at_one_number_of_ways_is_evaluated_at_others(tmp_path, omniglot_dir, capsys):
+    """Its parameters do not depend on the number of ways (a shared scorer rates each class), so a model trained
+    20-way serves 5-way tasks too."""
+    from metalab.cli.main import main
+
+    out, data = tmp_path / "run", ["--data-dir", str(omniglot_dir)]
+    assert main(["train", "--preset", "omniglot-5w1s-average", *data, "--ways", "20", "--steps", "2", "--val-every", "2",
+                 "--val-episodes", "2", "--meta-batch-size", "2", "--width", "16", "--hidden", "8",
+                 "--out-dir", str(out)]) == 0
+    for ways in ("5", "20"):
+        assert main(["eval", str(out / "best.pt"), *data, "--episodes", "4", "--ways", ways]) == 0
+        assert f"{ways}-way 1-shot 15-query, 4 test episodes" in capsys.readouterr().out

@@ -34,11 +34,15 @@ def evaluate_checkpoint(path, ways=None, shots=None, queries=None, steps=None, i
     config = config.replace(queries=queries or EVAL_QUERIES[config.problem])
     device = configure_torch(config)
     meta = {g: {n: p.to(device) for n, p in ps.items()} for g, ps in meta.items()}
-    trained_ways = state["config"]["ways"]
-    if config.problem == "omniglot" and trained_ways != config.ways:
-        raise MetalabError(f"this checkpoint's network has {trained_ways} outputs; evaluate it with "
-                           f"--ways {trained_ways} (or train a {config.ways}-way model)")
     problem = build_problem(config, data_dir, parts=(part,))
+    trained_ways = state["config"]["ways"]
+    shapes = {name: p.shape for name, p in problem.learner.model.named_parameters()}
+    if trained_ways != config.ways and any(shapes[name] != p.shape for name, p in meta["theta"].items()):
+        # A network whose parameters do not depend on the number of ways (feedforward + average) can be
+        # evaluated at other ways; one with an N-way output layer cannot.
+        raise MetalabError(f"this checkpoint's network was trained {trained_ways}-way and its parameters fit "
+                           f"only {trained_ways} classes; evaluate it with --ways {trained_ways} "
+                           f"(or train a {config.ways}-way model)")
     problem.learner.model.to(device)
     method = make_method(config, problem.learner)
     steps = method.eval_steps if steps is None else steps
