@@ -8,7 +8,8 @@ Run on demand (pytest does not collect it):
 
 The problem: Conv4 (3x3 conv, batch norm, ReLU, 2x2 max-pool; 64 channels), a meta-batch of 32 random
 5-way 1-shot 15-query tasks of 1x28x28 inputs, inner learning rate 0.4, S inner steps (--steps-list,
-default 1 and 5), the true second-order meta-gradient. Three implementations compute it:
+default 1 and 5), the true second-order meta-gradient. Three implementations compute it (metalab's Conv4
+max-pools before its ReLU, the same function; the libraries run the usual order, see textbook_order):
 
   metalab      accumulate_meta_gradient(task_loss, meta, episode, batching="loop")
   learn2learn  l2l.algorithms.MAML(model, lr, first_order=False): clone(), adapt() S times
@@ -381,6 +382,19 @@ def build_meta_step(impl: str, model, episode, steps: int, inner_lr: float):
     raise ValueError(f"unknown implementation {impl!r}")
 
 
+def textbook_order(model):
+    """The Conv4 as a user of learn2learn or higher writes it: ReLU, then max-pool. metalab's conv4 pools
+    first (the same function, cheaper); the libraries get the usual order, so that the timing compares
+    what each user would run. Parameter names and values are unchanged."""
+    from torch import nn
+
+    layers = list(model)
+    for i in range(len(layers) - 1):
+        if isinstance(layers[i], nn.MaxPool2d) and isinstance(layers[i + 1], nn.ReLU):
+            layers[i], layers[i + 1] = layers[i + 1], layers[i]
+    return nn.Sequential(*layers)
+
+
 def load_problem(spec: dict):
     import torch
     from metalab.models.networks import conv4
@@ -389,6 +403,8 @@ def load_problem(spec: dict):
     inputs = torch.load(spec["path"])
     c = inputs["config"]
     model = conv4(c["ways"], hidden=c["hidden"], pooling=True, image_size=28)
+    if spec["impl"] != "metalab":
+        model = textbook_order(model)
     model.load_state_dict(inputs["state"])
     model.to(dtype).train()
     x_s, y_s, x_q, y_q = inputs["episode"]
