@@ -182,3 +182,31 @@ def test_feedforward_average_trained_at_one_number_of_ways_is_evaluated_at_other
     for ways in ("5", "20"):
         assert main(["eval", str(out / "best.pt"), *data, "--episodes", "4", "--ways", ways]) == 0
         assert f"{ways}-way 1-shot 15-query, 4 test episodes" in capsys.readouterr().out
+
+
+def test_embedding_from_another_checkpoint_starts_the_embedding_only(tmp_path):
+    from metalab.errors import MetalabError
+    from metalab.training import checkpoint
+
+    source = classifier("average", seed=1)
+    path = tmp_path / "average.pt"
+    checkpoint.save(path, {"meta": {"theta": dict(source.model.named_parameters())}})
+    learner = classifier("mann", seed=2)
+    own = dict(learner.model.named_parameters())
+    theta = blackbox.BlackBoxMethod(learner, embedding_from=str(path)).init_meta()["theta"]
+    embed = [name for name in theta if name.startswith("embed.")]
+    assert embed and all(torch.equal(theta[n], source.model.get_parameter(n)) for n in embed)
+    assert not any(torch.equal(theta[n], own[n]) for n in embed if own[n].dim() > 1)
+    assert all(torch.equal(theta[n], own[n]) for n in theta if n not in embed)
+    assert all(p.requires_grad and p.is_leaf for p in theta.values())
+
+    with pytest.raises(MetalabError, match="raw pixels"):
+        blackbox.BlackBoxMethod(classifier("mann", "pixels"), embedding_from=str(path)).init_meta()
+    wider = Learner(blackbox_model("mann", (1, SIZE, SIZE), WAYS, WAYS, True, hidden=6, width=16, memory_slots=8),
+                    cross_entropy)
+    with pytest.raises(MetalabError, match="does not fit.*--hidden"):
+        blackbox.BlackBoxMethod(wider, embedding_from=str(path)).init_meta()
+    with pytest.raises(MetalabError, match="no checkpoint"):
+        blackbox.BlackBoxMethod(learner, embedding_from=str(tmp_path / "missing.pt")).init_meta()
+    with pytest.raises(MetalabError, match="--embedding-from"):
+        preset("omniglot-5w1s-maml").replace(embedding_from=str(path))

@@ -38,6 +38,7 @@ class Config:
     width: int = 128  # LSTM / controller / encoder / transformer width
     layers: int = 2  # LSTM or transformer layers
     memory_slots: int = 128  # memory-augmented network: slots of 40 numbers each
+    embedding_from: str = ""  # checkpoint of a black-box run whose Conv4 embedding starts this one's (warm start)
     # outer loop
     steps: int = 10_000
     meta_batch_size: int = 32
@@ -70,6 +71,8 @@ class Config:
         for name in ("inner_steps", "eval_inner_steps", "first_order_warmup", "threads"):
             if getattr(self, name) < 0:
                 raise MetalabError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
+        if self.embedding_from and self.method not in BLACK_BOX_METHODS:
+            raise MetalabError(f"--embedding-from warm-starts a black-box learner's embedding; {self.method} has none")
         if not 0 <= self.augment <= 2:
             raise MetalabError(f"--augment must be in [0, 2] (0 disables it), got {self.augment}")
         if self.inner_lr <= 0 or self.meta_lr <= 0:

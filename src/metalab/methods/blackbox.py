@@ -9,12 +9,14 @@ in the tensors' first dimension.
 
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 
 import torch
 from torch import Tensor
 from torch.func import functional_call
 
 from metalab.data.tasks import Episode
+from metalab.errors import MetalabError
 from metalab.methods.learner import Learner, Params, copy_parameters, score
 
 
@@ -42,9 +44,13 @@ class BlackBoxMethod:
     learner: Learner
     batching: str = "batched"  # the networks take every task of a batch at once
     eval_steps: int = 0  # no inner steps: one score per episode, after reading the support set
+    embedding_from: str = ""  # a black-box checkpoint whose embedding (embed.*) starts this learner's
 
     def init_meta(self) -> dict[str, Params]:
-        return {"theta": {name: p.requires_grad_(True) for name, p in copy_parameters(self.learner.model).items()}}
+        theta = copy_parameters(self.learner.model)
+        if self.embedding_from:
+            theta.update(embedding_of(self.embedding_from, theta))
+        return {"theta": {name: p.requires_grad_(True) for name, p in theta.items()}}
 
     def task_loss(self, step: int):
         return partial(batch_loss, learner=self.learner)
@@ -53,3 +59,20 @@ class BlackBoxMethod:
         """[1, B]: each task's query score."""
         with torch.no_grad():
             return batch_loss(meta, tuple(episode), self.learner)[1].unsqueeze(0)
+
+
+def embedding_of(path: str, theta: Params) -> Params:
+    """The embedding parameters (embed.*) of the checkpoint at `path`, checked to fit `theta`'s."""
+    from metalab.training import checkpoint  # the training package builds on methods: import when used
+
+    wanted = {name: p.shape for name, p in theta.items() if name.startswith("embed.")}
+    if not wanted:
+        raise MetalabError("--embedding-from needs a learner with a trainable embedding; this one reads raw "
+                           "pixels (use --embedding conv4)")
+    source = checkpoint.load(Path(path))["meta"]["theta"]
+    found = {name: p.shape for name, p in source.items() if name.startswith("embed.")}
+    if found != wanted:
+        raise MetalabError(f"the embedding in {path} does not fit this learner's (parameters "
+                           f"{sorted(found) or 'none'} vs {sorted(wanted)}); train both with the same "
+                           "--embedding, --hidden and --pooling")
+    return {name: source[name].detach().clone() for name in wanted}

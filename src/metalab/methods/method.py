@@ -36,7 +36,7 @@ class Method(Protocol):
 
 def make_method(config: Config, learner: Learner) -> Method:
     if config.method in BLACK_BOX_METHODS:
-        return BlackBoxMethod(learner)
+        return BlackBoxMethod(learner, embedding_from=config.embedding_from)
     return GradientMethod(learner, InnerLoop(config.method, config.inner_lr, config.lr_shape),
                           train_steps=config.inner_steps, eval_steps=config.eval_inner_steps,
                           first_order_warmup=config.first_order_warmup, batching=config.task_batching)
