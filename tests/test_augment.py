@@ -64,6 +64,21 @@ def test_the_per_image_jitter_moves_drawings_of_one_class_apart(monkeypatch):
     assert abs(images[0].sum() - original.sum()) / original.sum() < 0.25
 
 
+def test_augmenting_sinusoids_is_an_error():
+    with pytest.raises(MetalabError, match="sinusoids"):
+        preset("sinusoid-maml").replace(augment=1.0)
+    with pytest.raises(MetalabError, match="sinusoids"):
+        preset("sinusoid-maml").replace(mirrors=True)
+
+
+def test_a_copy_of_augmented_tasks_samples_the_same_episodes():
+    import copy
+
+    tasks = AugmentedTasks(one_image_tasks(), strength=1.0)
+    twin = copy.deepcopy(tasks)
+    assert all(torch.equal(a, b) for a, b in zip(tasks.sample(generator_for(5, 0), 2), twin.sample(generator_for(5, 0), 2)))
+
+
 @pytest.mark.parametrize("strength", [0.0, -1.0, 2.5])
 def test_strength_out_of_range_is_an_error(strength):
     with pytest.raises(MetalabError, match="strength"):

@@ -73,6 +73,8 @@ class Config:
                 raise MetalabError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
         if self.embedding_from and self.method not in BLACK_BOX_METHODS:
             raise MetalabError(f"--embedding-from warm-starts a black-box learner's embedding; {self.method} has none")
+        if self.problem != "omniglot" and (self.mirrors or self.augment):
+            raise MetalabError("--mirrors and --augment make new Omniglot classes; they do not apply to sinusoids")
         if not 0 <= self.augment <= 2:
             raise MetalabError(f"--augment must be in [0, 2] (0 disables it), got {self.augment}")
         if self.inner_lr <= 0 or self.meta_lr <= 0:

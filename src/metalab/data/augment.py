@@ -36,6 +36,8 @@ class AugmentedTasks:
         self.tasks, self.strength = tasks, strength
 
     def __getattr__(self, name):  # ways, shots, queries, num_classes of the wrapped tasks
+        if name == "tasks":  # not set yet (e.g. during copying): no recursion
+            raise AttributeError(name)
         return getattr(self.tasks, name)
 
     def sample(self, generator: torch.Generator, batch_size: int) -> Episode:
