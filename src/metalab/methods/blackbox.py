@@ -9,7 +9,6 @@ in the tensors' first dimension.
 
 from dataclasses import dataclass
 from functools import partial
-from pathlib import Path
 
 import torch
 from torch import Tensor
@@ -69,7 +68,7 @@ def embedding_of(path: str, theta: Params) -> Params:
     if not wanted:
         raise MetalabError("--embedding-from needs a learner with a trainable embedding; this one reads raw "
                            "pixels (use --embedding conv4)")
-    source = checkpoint.load(Path(path))["meta"]["theta"]
+    source = checkpoint.load(path)["meta"]["theta"]
     found = {name: p.shape for name, p in source.items() if name.startswith("embed.")}
     if found != wanted:
         raise MetalabError(f"the embedding in {path} does not fit this learner's (parameters "
