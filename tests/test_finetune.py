@@ -284,6 +284,9 @@ def test_maml_checkpoint_as_start_and_its_head_limit(tmp_path, fake_problem, cap
     (["--init", "random", "--problem", "images"], "--problem must be one of"),
     (["--init", "maml:/nonexistent/best.pt"], "no checkpoint at /nonexistent/best.pt"),
     (["--init", "maml:x.pt", "--hidden", "8"], "leave out --hidden (for --init random only)"),
+    (["--init", "random", "--hidden", "4", "--device", "gpu"], "--device must be cpu, cuda or cuda:N"),
+    pytest.param(["--init", "random", "--hidden", "4", "--device", "cuda"], "no CUDA device; use --device cpu",
+                 marks=pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA device")),
 ])
 def test_bad_finetune_inputs_are_clear_errors(argv, message, fake_problem, capsys):
     assert main(["finetune", "--threads", "1"] + argv) == 2
@@ -338,6 +341,17 @@ def test_early_stopping_stops_when_validation_stops_improving_and_keeps_the_best
     assert (saved["epoch"], saved["val"]) == (2, 0.5)
     for name, value in saved["body"].items():
         assert torch.equal(value, seen[1][name])
+
+
+@pytest.mark.parametrize("device, message", [
+    ("gpu", "--device must be cpu, cuda or cuda:N, got 'gpu'"),
+    pytest.param("cuda", "no CUDA device; use --device cpu",
+                 marks=pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA device")),
+])
+def test_pretraining_on_an_unusable_device_is_a_clear_error(tmp_path, device, message, capsys):
+    assert main(["pretrain", "--problem", "sinusoid", "--out", str(tmp_path), "--device", device]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "pretrained.pt").exists()
 
 
 def test_too_many_held_out_drawers_is_a_clear_error(tmp_path):

@@ -103,6 +103,14 @@ def test_bad_overrides_are_clear_errors(capsys):
     assert main(["train", "--preset", "sinusoid-maml", "--method", "nope"]) == 2
     assert "--method must be one of" in capsys.readouterr().err
     assert main(["train", "--preset", "sinusoid-maml", "--meta-batch-size", "0"]) == 2
+    assert main(["train", "--preset", "sinusoid-maml", "--device", "gpu"]) == 2
+    assert "--device must be cpu, cuda or cuda:N, got 'gpu'" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA device")
+def test_cuda_on_a_machine_without_one_is_a_clear_error(tmp_path, capsys):
+    assert main(["train", "--preset", "sinusoid-maml", "--device", "cuda", "--out-dir", str(tmp_path)]) == 2
+    assert "this machine has no CUDA device; use --device cpu" in capsys.readouterr().err
 
 
 def test_the_seed_fixes_the_initialization_and_the_whole_run(tmp_path):

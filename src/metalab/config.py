@@ -4,6 +4,7 @@
 """
 
 import dataclasses
+import re
 from dataclasses import dataclass
 
 from metalab.errors import MetalabError
@@ -77,11 +78,17 @@ class Config:
             raise MetalabError("--mirrors and --augment make new Omniglot classes; they do not apply to sinusoids")
         if not 0 <= self.augment <= 2:
             raise MetalabError(f"--augment must be in [0, 2] (0 disables it), got {self.augment}")
+        check_device(self.device)
         if self.inner_lr <= 0 or self.meta_lr <= 0:
             raise MetalabError("--inner-lr and --meta-lr must be positive")
 
     def replace(self, **changes) -> "Config":
         return dataclasses.replace(self, **changes)
+
+
+def check_device(device: str) -> None:
+    if device != "cpu" and not re.fullmatch(r"cuda(:\d+)?", device):
+        raise MetalabError(f"--device must be cpu, cuda or cuda:N, got {device!r}")
 
 
 _SINUSOID = Config(problem="sinusoid", shots=10, queries=10, hidden=40, inner_lr=0.01, inner_steps=1,

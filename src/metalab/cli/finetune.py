@@ -34,6 +34,7 @@ PRETRAIN_FLAGS = (  # training.pretrain.PretrainConfig, except problem (--proble
     ("patience", int, "stop after this many epochs without a better validation score"),
     ("seed", int, "initialization and data order"),
     ("threads", int, "torch CPU threads (0: one per core)"),
+    ("device", str, "cpu | cuda | cuda:N (default cpu)"),
 )
 FINETUNE_FLAGS = (  # methods.finetune.FinetuneConfig
     ("head_init", str, "zero | random | class_means | normalized_class_means | keep (default: class_means; "
@@ -96,6 +97,7 @@ def add_commands(commands) -> None:
                           "`metalab compare`")
     finetune.add_argument("--data-dir")
     finetune.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: one per core)")
+    finetune.add_argument("--device", help="cpu | cuda | cuda:N (default: the checkpoint's, or cpu)")
     finetune.set_defaults(run=run_finetune)
 
 
@@ -136,12 +138,15 @@ def run_finetune(args) -> None:
             raise MetalabError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
     config, start = starting_point(args)
     config = config.replace(ways=args.ways, shots=args.shots or (10 if config.problem == "sinusoid" else 1),
-                            queries=args.queries or EVAL_QUERIES[config.problem], threads=args.threads)
-    configure_torch(config)
+                            queries=args.queries or EVAL_QUERIES[config.problem], threads=args.threads,
+                            device=args.device or config.device)
+    device = configure_torch(config)
     problem = build_problem(config, args.data_dir, parts=("val", "test") if args.grid else ("test",))
     if start is None:
         reinitialize(problem.learner.model, args.seed)
         start = copy_parameters(problem.learner.model)
+    problem.learner.model.to(device)
+    start = {name: p.to(device) for name, p in start.items()}
     regression = config.problem == "sinusoid"
     settings = FinetuneConfig(**{"head_init": "keep" if regression else "class_means",
                                  **_given(args, FINETUNE_FLAGS)})
@@ -199,7 +204,7 @@ def starting_point(args):
                                f"--init maml:{path}")
         trained = state["config"]
         config = Config(problem=trained["problem"], split=trained["split"], hidden=trained["hidden"],
-                        pooling=trained["pooling"])
+                        pooling=trained["pooling"], device=trained.get("device", "cpu"))
         return config, {**state["body"], **(state["head"] or {})}
     if "meta" not in state:
         raise MetalabError(f"{path} is not a meta-training checkpoint; for one written by `metalab pretrain` use "

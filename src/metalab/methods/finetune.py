@@ -300,16 +300,18 @@ def random_head_noise(model: nn.Sequential, seed: int, first: int, count: int) -
 def finetune_scores(learner: Learner, start: Params, episodes: Iterable[Episode], config: FinetuneConfig,
                     record_at: Sequence[int], batching: str = "vmap", seed: int = 0) -> np.ndarray:
     """[len(record_at), episodes]: each episode's query score (accuracy, or MSE for regression) after each
-    number of steps in record_at (ascending, at most config.steps); the layout `metalab compare` reads."""
+    number of steps in record_at (ascending, at most config.steps); the layout `metalab compare` reads.
+    Episodes are moved to the device of `start`."""
     record_at = list(record_at)
     if not record_at or record_at != sorted(set(record_at)) or record_at[0] < 0 or record_at[-1] > config.steps:
         raise MetalabError(f"steps to score must be ascending and within 0..{config.steps}, got {record_at}")
     over_tasks = vmap if batching == "vmap" else _loop_over_tasks
     query_score = over_tasks(partial(_query_score, learner))
+    device = next(iter(start.values())).device
     columns, first = [], 0
     with torch.no_grad():
         for batch in episodes:
-            tasks = batch.batch_size
+            batch, tasks = batch.to(device), batch.batch_size
             noise = random_head_noise(learner.model, seed, first, tasks) if config.head_init == "random" else None
             rows = [query_score(params, batch.query_x, batch.query_y)
                     for step, params in enumerate(finetune_steps(learner, start, batch.support_x, batch.support_y,
@@ -317,7 +319,7 @@ def finetune_scores(learner: Learner, start: Params, episodes: Iterable[Episode]
                     if step in record_at]
             columns.append(torch.stack(rows))
             first += tasks
-    return torch.cat(columns, dim=1).double().numpy()
+    return torch.cat(columns, dim=1).double().cpu().numpy()
 
 
 def _query_score(learner: Learner, params: Params, query_x: Tensor, query_y: Tensor) -> Tensor:

@@ -27,7 +27,8 @@ from metalab.training.meta_step import accumulate_meta_gradient
 TRAIN_STREAM, VAL_SEED = 0, 1_000_003  # validation episodes: a fixed set, never the test seed
 
 
-def configure_torch(config: Config) -> torch.device:
+def configure_torch(config) -> torch.device:
+    """Threads and device from any config with `threads` and `device` (Config, PretrainConfig)."""
     _keep_freed_memory()
     if config.threads:
         torch.set_num_threads(config.threads)

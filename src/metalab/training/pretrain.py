@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from metalab.config import check_device
 from metalab.data.episodes import ROTATIONS, class_table
 from metalab.data.sinusoid import SinusoidTasks
 from metalab.data.splits import load_split_data
@@ -32,7 +33,7 @@ from metalab.data.tasks import fixed_episodes, generator_for
 from metalab.errors import MetalabError
 from metalab.models.networks import conv4, mlp
 from metalab.training import checkpoint
-from metalab.training.loop import VAL_SEED
+from metalab.training.loop import VAL_SEED, configure_torch
 
 KIND = "pretrained"  # the checkpoint's "kind", so a fine-tuning start can tell it from a meta-training one
 VAL_BATCH = 512  # validation images per forward pass
@@ -55,6 +56,7 @@ class PretrainConfig:
     patience: int = 3  # epochs without a better validation score before stopping
     seed: int = 0
     threads: int = 0  # torch CPU threads; 0 = one per core
+    device: str = "cpu"  # cpu | cuda | cuda:N
 
     def __post_init__(self):
         choices = {"problem": ("omniglot", "sinusoid"), "split": ("minimal", "lake", "vinyals")}
@@ -67,6 +69,7 @@ class PretrainConfig:
                 raise MetalabError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
         if self.lr <= 0 or self.weight_decay < 0 or self.threads < 0:
             raise MetalabError("--lr must be positive, --weight-decay and --threads >= 0")
+        check_device(self.device)
 
     def replace(self, **changes) -> "PretrainConfig":
         return dataclasses.replace(self, **changes)
@@ -80,9 +83,8 @@ PRESETS = {
 
 
 def pretrain(config: PretrainConfig, out_dir, data_dir=None) -> dict:
-    """Pre-train as configured; returns the saved checkpoint's contents."""
-    if config.threads:
-        torch.set_num_threads(config.threads)
+    """Pre-train as configured; returns the saved checkpoint's contents (parameters on the CPU)."""
+    configure_torch(config)
     out_path = Path(out_dir) / "pretrained.pt"
     if config.problem == "sinusoid":
         return pretrain_regressor(config, out_path)
@@ -142,10 +144,13 @@ def _flatten(table: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
 
 
 def validation_score(model: nn.Module, batches: list[tuple[Tensor, Tensor]], metric: str) -> float:
-    """Accuracy or MSE over all validation examples (batch norm: the statistics of each batch)."""
+    """Accuracy or MSE over all validation examples (batch norm: the statistics of each batch), computed on
+    the model's device."""
+    device = next(model.parameters()).device
     total, count = 0.0, 0
     with torch.no_grad():
         for x, y in batches:
+            x, y = x.to(device), y.to(device)
             prediction = model(x)
             total += ((prediction.argmax(1) == y).sum().item() if metric == "accuracy"
                       else F.mse_loss(prediction, y, reduction="sum").item())
@@ -156,12 +161,15 @@ def validation_score(model: nn.Module, batches: list[tuple[Tensor, Tensor]], met
 def _fit(config: PretrainConfig, model: nn.Module, loss_fn: Callable, epoch_batches: Callable,
          val_batches: list, metric: str, out_path: Path, keep_head: bool) -> dict:
     """Adam with early stopping on validation_score; saves each improvement. Returns the best state."""
+    device = torch.device(config.device)
+    model.to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     better = (lambda a, b: a > b) if metric == "accuracy" else (lambda a, b: a < b)
     best, history, started = None, [], time.perf_counter()
     for epoch in range(1, config.max_epochs + 1):
         loss_sum, examples = 0.0, 0
         for x, y in epoch_batches(epoch):
+            x, y = x.to(device), y.to(device)
             loss = loss_fn(model(x), y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -186,8 +194,8 @@ def _fit(config: PretrainConfig, model: nn.Module, loss_fn: Callable, epoch_batc
 
 def _state(config, model: nn.Sequential, keep_head: bool, val: float, metric: str, epoch: int, history) -> dict:
     head = str(len(model) - 1)
-    body = {n: p.detach().clone() for n, p in model.named_parameters() if not n.startswith(head + ".")}
-    head_params = ({n: p.detach().clone() for n, p in model.named_parameters() if n.startswith(head + ".")}
+    body = {n: p.detach().cpu().clone() for n, p in model.named_parameters() if not n.startswith(head + ".")}
+    head_params = ({n: p.detach().cpu().clone() for n, p in model.named_parameters() if n.startswith(head + ".")}
                    if keep_head else None)
     return {"kind": KIND, "config": dataclasses.asdict(config), "body": body, "head": head_params,
             "val": val, "metric": metric, "epoch": epoch, "history": copy.deepcopy(history)}
