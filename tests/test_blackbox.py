@@ -94,6 +94,31 @@ def test_feedforward_average_ignores_the_order_of_the_support_set(kind):
     assert not torch.allclose(predictions(lstm, episode), predictions(lstm, shuffled))
 
 
+class _ScaleAndShift(torch.nn.Module):
+    def __init__(self, scale, shift):
+        super().__init__()
+        self.scale, self.shift = scale, shift
+
+    def forward(self, features):
+        return features * self.scale + self.shift
+
+
+@pytest.mark.parametrize("embedding, invariant", [("conv4", True), ("pixels", False)])
+def test_the_conv4_lstm_reads_features_standardized_by_the_support_set(embedding, invariant):
+    """An embedding drifting toward one image-independent vector changes nothing the Conv4 LSTM reads: its
+    predictions do not change under any positive per-feature scale and shift of the embedding's output. The
+    raw-pixel LSTM (the homework's) reads its inputs as they are."""
+    learner, episode = classifier("lstm", embedding), image_episode()
+    before = predictions(learner, episode)
+    features = learner.model.lstm.input_size - WAYS
+    g = torch.Generator().manual_seed(1)
+    scale = torch.rand(features, generator=g, dtype=torch.float64) * 1.5 + 0.5
+    shift = torch.randn(features, generator=g, dtype=torch.float64) * 3
+    learner.model.embed = torch.nn.Sequential(learner.model.embed, _ScaleAndShift(scale, shift))
+    after = predictions(learner, episode)
+    assert torch.allclose(before, after, rtol=1e-4, atol=1e-4) == invariant
+
+
 @pytest.mark.parametrize("method,kind", CASES)
 def test_a_learner_memorizes_a_fixed_set_of_tasks(method, kind):
     """Trained on the same 2 tasks, the query loss goes to near zero: the network can fit what it reads."""
