@@ -45,7 +45,8 @@ class BlackBox(nn.Module):
         return F.one_hot(y, self.label_dim).to(torch.get_default_dtype()) if self.classification else y
 
     def tokens_from(self, features: Tensor, labels: Tensor | None) -> Tensor:
-        """[B, n, embed_dim] and label inputs [B, n, label_dim] (None: a query's, zeros) -> [B, n, embed_dim + label_dim]"""
+        """features [B, n, embed_dim] and label inputs [B, n, label_dim] (None for queries: zeros)
+        -> tokens [B, n, embed_dim + label_dim]"""
         if labels is None:
             labels = features.new_zeros(*features.shape[:2], self.label_dim)
         return torch.cat([features, labels.to(features.dtype)], dim=-1)
