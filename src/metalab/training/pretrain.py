@@ -144,13 +144,10 @@ def _flatten(table: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
 
 
 def validation_score(model: nn.Module, batches: list[tuple[Tensor, Tensor]], metric: str) -> float:
-    """Accuracy or MSE over all validation examples (batch norm: the statistics of each batch), computed on
-    the model's device."""
-    device = next(model.parameters()).device
+    """Accuracy or MSE over all validation examples (batch norm: the statistics of each batch)."""
     total, count = 0.0, 0
     with torch.no_grad():
         for x, y in batches:
-            x, y = x.to(device), y.to(device)
             prediction = model(x)
             total += ((prediction.argmax(1) == y).sum().item() if metric == "accuracy"
                       else F.mse_loss(prediction, y, reduction="sum").item())
@@ -163,6 +160,7 @@ def _fit(config: PretrainConfig, model: nn.Module, loss_fn: Callable, epoch_batc
     """Adam with early stopping on validation_score; saves each improvement. Returns the best state."""
     device = torch.device(config.device)
     model.to(device)
+    val_batches = [(x.to(device), y.to(device)) for x, y in val_batches]  # fixed: moved once, not every epoch
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     better = (lambda a, b: a > b) if metric == "accuracy" else (lambda a, b: a < b)
     best, history, started = None, [], time.perf_counter()
