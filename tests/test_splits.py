@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from metalab.data.omniglot import Omniglot
-from metalab.data.splits import BACKGROUND, EVALUATION, PARTS, SMALL1, SMALL2, describe, make_split
+from metalab.data.splits import (BACKGROUND, EVALUATION, PARTS, SMALL1, SMALL2, describe, keep_train_alphabets,
+                                  make_split)
 from metalab.errors import MetalabError
 
 # The 20 held-out validation characters of `minimal` (SPLIT_SEED = 0). Pinned: a change here silently
@@ -55,6 +56,25 @@ def test_minimal_parts_are_disjoint_sorted_and_cover_the_right_characters(minima
 def test_minimal_validation_characters_are_pinned(minimal):
     data, split = minimal
     assert [data.characters[c] for c in split.val] == MINIMAL_VAL
+
+
+def test_train_alphabets_keeps_nested_subsets_of_meta_train_only(minimal):
+    data, split = minimal
+    names = ["Balinese", "Early_Aramaic", "Greek", "Korean", "Latin"]
+    previous = set()
+    for count in range(1, 6):
+        cut = keep_train_alphabets(split, data, count)
+        kept = set(cut.train.tolist())
+        assert alphabets_of(data, kept) == set(names[:count])
+        # every meta-train character of those alphabets, no other; each subset contains the one before
+        assert kept == {c for c in split.train.tolist() if data.alphabet_of(c) in names[:count]}
+        assert previous < kept
+        previous = kept
+        assert np.array_equal(cut.val, split.val) and np.array_equal(cut.test, split.test)
+    assert np.array_equal(keep_train_alphabets(split, data, 5).train, split.train)
+    for bad in (0, 6):
+        with pytest.raises(MetalabError, match="--train-alphabets must be between 1 and 5"):
+            keep_train_alphabets(split, data, bad)
 
 
 def test_describe_lists_every_part(minimal):

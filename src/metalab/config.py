@@ -24,6 +24,7 @@ class Config:
     rotations: bool = True  # rotated characters (90/180/270) as extra meta-training classes
     mirrors: bool = False  # mirrored characters (and their rotations) as extra meta-training classes
     augment: float = 0.0  # strength of random affine distortions of meta-training tasks (data/augment.py); 0: none
+    train_alphabets: int = 0  # meta-train on only the first N of its alphabets (by name), for data-scaling studies; 0: all
     # model
     hidden: int = 64  # Conv4 channels, or the MLP's width
     pooling: bool = True  # Conv4 with max-pooling; False: the MAML paper's stride-2 convolutions
@@ -69,13 +70,14 @@ class Config:
                      "meta_batch_size", "val_every", "val_episodes", "checkpoint_every", "log_every"):
             if getattr(self, name) <= 0:
                 raise MetalabError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
-        for name in ("inner_steps", "eval_inner_steps", "first_order_warmup", "threads"):
+        for name in ("inner_steps", "eval_inner_steps", "first_order_warmup", "threads", "train_alphabets"):
             if getattr(self, name) < 0:
                 raise MetalabError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
         if self.embedding_from and self.method not in BLACK_BOX_METHODS:
             raise MetalabError(f"--embedding-from warm-starts a black-box learner's embedding; {self.method} has none")
-        if self.problem != "omniglot" and (self.mirrors or self.augment):
-            raise MetalabError("--mirrors and --augment make new Omniglot classes; they do not apply to sinusoids")
+        if self.problem != "omniglot" and (self.mirrors or self.augment or self.train_alphabets):
+            raise MetalabError("--mirrors, --augment and --train-alphabets act on Omniglot's classes; they do not "
+                               "apply to sinusoids")
         if not 0 <= self.augment <= 2:
             raise MetalabError(f"--augment must be in [0, 2] (0 disables it), got {self.augment}")
         check_device(self.device)

@@ -6,7 +6,7 @@ from metalab.config import BLACK_BOX_METHODS, Config
 from metalab.data.augment import AugmentedTasks
 from metalab.data.episodes import ROTATIONS, omniglot_tasks
 from metalab.data.sinusoid import SinusoidTasks
-from metalab.data.splits import load_split_data
+from metalab.data.splits import keep_train_alphabets, load_split_data
 from metalab.data.tasks import TaskDistribution
 from metalab.methods.learner import Learner, cross_entropy, mse
 from metalab.models.blackbox import blackbox_model
@@ -24,6 +24,8 @@ def build_problem(config: Config, data_dir=None, parts=("train", "val", "test"))
         tasks = SinusoidTasks(config.shots, config.queries)
         return Problem(Learner(_network(config, x_shape=(1,), outputs=1), mse), {part: tasks for part in parts})
     data, split = load_split_data(config.split, data_dir)
+    if config.train_alphabets:
+        split = keep_train_alphabets(split, data, config.train_alphabets)
     tasks = {}
     for part in parts:
         training = part == "train"

@@ -62,6 +62,17 @@ def make_split(name: str, data: Omniglot) -> Split:
     return Split(name, train, val, test)
 
 
+def keep_train_alphabets(split: Split, data: Omniglot, count: int) -> Split:
+    """The split with meta-train cut down to its first `count` alphabets in name order (nested subsets,
+    for data-scaling studies); meta-val and meta-test unchanged."""
+    alphabets = sorted({data.alphabet_of(c) for c in split.train})
+    if not 1 <= count <= len(alphabets):
+        raise MetalabError(f"--train-alphabets must be between 1 and {len(alphabets)} (the alphabets of the "
+                           f"{split.name} split's meta-train part) or 0 for all, got {count}")
+    kept = [c for c in split.train if data.alphabet_of(c) in alphabets[:count]]
+    return Split(split.name, np.array(kept, dtype=split.train.dtype), split.val, split.test)
+
+
 def describe(split: Split, data: Omniglot) -> str:
     """Plain-text listing of every part: alphabets, characters, images."""
     images_per_character = np.bincount(data.character, minlength=len(data.characters))
