@@ -105,6 +105,10 @@ def test_bad_overrides_are_clear_errors(capsys):
     assert main(["train", "--preset", "sinusoid-maml", "--meta-batch-size", "0"]) == 2
     assert main(["train", "--preset", "sinusoid-maml", "--device", "gpu"]) == 2
     assert "--device must be cpu, cuda or cuda:N, got 'gpu'" in capsys.readouterr().err
+    assert main(["train", "--preset", "sinusoid-maml", "--train-alphabets", "2"]) == 2
+    assert "do not apply to sinusoids" in capsys.readouterr().err
+    assert main(["train", "--preset", "omniglot-demo", "--train-alphabets", "-1"]) == 2
+    assert "--train-alphabets must be >= 0" in capsys.readouterr().err
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA device")
