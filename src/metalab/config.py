@@ -24,7 +24,7 @@ class Config:
     rotations: bool = True  # rotated characters (90/180/270) as extra meta-training classes
     mirrors: bool = False  # mirrored characters (and their rotations) as extra meta-training classes
     augment: float = 0.0  # strength of random affine distortions of meta-training tasks (data/augment.py); 0: none
-    train_alphabets: int = 0  # meta-train on only the first N of its alphabets (by name), for data-scaling studies; 0: all
+    train_alphabets: int = 0  # meta-train on the first N of its alphabets (by name) only, a data-scaling study; 0: all
     # model
     hidden: int = 64  # Conv4 channels, or the MLP's width
     pooling: bool = True  # Conv4 with max-pooling; False: the MAML paper's stride-2 convolutions
