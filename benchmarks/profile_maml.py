@@ -88,7 +88,7 @@ def main(argv=None) -> int:
     import torch
 
     torch.set_num_threads(args.threads)
-    config = {"seed": 0, "ways": 5, "shots": 1, "queries": 15, "hidden": 64, "tasks": 32, "inner_lr": 0.4}
+    config = bench_maml.problem_config(bench_maml.parse_args([]))  # the benchmark's default problem
     load_at_start = os.getloadavg()
     with tempfile.TemporaryDirectory() as work:
         problem_path = str(Path(work) / "problem.pt")
