@@ -8,6 +8,9 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 
+# Tests parametrized over DEVICES run on CPU everywhere and on a GPU where there is one (CI has none).
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device"))]
+
 
 def shared_data_dir() -> Path | None:
     for candidate in (os.environ.get("METALAB_DATA"), REPO.parent / "shared" / "data" / "omniglot"):

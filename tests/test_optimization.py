@@ -9,6 +9,7 @@ from functools import partial
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import DEVICES
 
 from metalab.data.tasks import Episode
 from metalab.methods.learner import Learner, cross_entropy, mse
@@ -19,13 +20,13 @@ from metalab.training.meta_step import accumulate_meta_gradient
 WAYS, SHOTS, QUERIES, SIZE, TASKS, ALPHA = 3, 2, 3, 8, 3, 0.3
 
 
-def tiny_problem(seed=0, pooling=False):
+def tiny_problem(seed=0, pooling=False, norm="batch"):
     """A 3-way task batch of small images and a tiny Conv4 (4 channels, batch norm with affine): stride-2 on
     8x8 images, or max-pooling on 16x16."""
     g = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     size = 16 if pooling else SIZE
-    model = conv4(WAYS, hidden=4, pooling=pooling, image_size=size).double()
+    model = conv4(WAYS, hidden=4, pooling=pooling, image_size=size, norm=norm).double()
     labels = torch.arange(WAYS).repeat_interleave(SHOTS)
     episode = Episode(torch.rand(TASKS, WAYS * SHOTS, 1, size, size, generator=g, dtype=torch.float64),
                       labels.expand(TASKS, -1).clone(),
@@ -76,15 +77,34 @@ def theta_grads(meta):
     return [p.grad for p in meta["theta"].values()]
 
 
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("batching, norm", [("loop", "batch"), ("vmap", "set_batch")])
 @pytest.mark.parametrize("pooling", [False, True])
 @pytest.mark.parametrize("steps", [1, 3])
-def test_maml_equals_unrolled_reference(steps, pooling):
-    """Also for the max-pooling Conv4, which pools before its ReLU: the same function and gradients."""
-    model, episode = tiny_problem(pooling=pooling)
+def test_maml_equals_unrolled_reference(steps, pooling, batching, norm, device):
+    """Also for the max-pooling Conv4, which pools before its ReLU: the same function and gradients; for
+    tasks batched by vmap, with the written-out batch norm that vmap differentiates exactly; and on a GPU.
+    The reference runs on the CPU."""
+    model, episode = tiny_problem(pooling=pooling, norm=norm)
     expected = reference_meta_gradient(model, episode, steps, pooling=pooling)
-    got = theta_grads(metalab_meta_gradient(model, episode, steps))
+    got = theta_grads(metalab_meta_gradient(model.to(device), episode.to(device), steps, batching=batching))
     for e, g in zip(expected, got):
-        torch.testing.assert_close(g, e, rtol=1e-6, atol=1e-10)
+        torch.testing.assert_close(g.cpu(), e, rtol=1e-6, atol=1e-10)
+
+
+def test_set_batch_norm_is_torchs_batch_norm_without_running_statistics():
+    """Same parameter names and values, same outputs: checkpoints move between the two."""
+    native, written = (conv4(5, hidden=8, norm=norm).double() for norm in ("batch", "set_batch"))
+    assert [n for n, _ in native.named_parameters()] == [n for n, _ in written.named_parameters()]
+    assert not list(written.buffers()) and not list(native.buffers())
+    written.load_state_dict(native.state_dict())
+    for module in native.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            torch.nn.init.normal_(module.weight)
+            torch.nn.init.normal_(module.bias)
+    written.load_state_dict(native.state_dict())
+    x = torch.randn(7, 1, 28, 28, dtype=torch.float64)
+    torch.testing.assert_close(written(x), native(x), rtol=1e-10, atol=1e-12)
 
 
 @pytest.mark.parametrize("steps", [1, 3])

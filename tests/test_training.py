@@ -4,6 +4,7 @@ import json
 
 import pytest
 import torch
+from conftest import DEVICES
 
 from metalab.cli.main import main
 from metalab.config import preset
@@ -18,8 +19,10 @@ def final_meta(path):
     return checkpoint.load(path / "last.pt")["meta"]
 
 
-def test_resume_after_a_crash_reaches_the_uninterrupted_result(tmp_path, monkeypatch):
-    loop.train(SINUSOID, tmp_path / "straight")
+@pytest.mark.parametrize("device", DEVICES)
+def test_resume_after_a_crash_reaches_the_uninterrupted_result(tmp_path, monkeypatch, device):
+    config = SINUSOID.replace(device=device)
+    loop.train(config, tmp_path / "straight")
 
     real_step = loop.accumulate_meta_gradient
     calls = {"n": 0}
@@ -32,10 +35,10 @@ def test_resume_after_a_crash_reaches_the_uninterrupted_result(tmp_path, monkeyp
 
     monkeypatch.setattr(loop, "accumulate_meta_gradient", crash_at_step_18)
     with pytest.raises(KeyboardInterrupt):
-        loop.train(SINUSOID, tmp_path / "resumed")
+        loop.train(config, tmp_path / "resumed")
     assert checkpoint.load(tmp_path / "resumed" / "last.pt")["step"] == 15
     monkeypatch.setattr(loop, "accumulate_meta_gradient", real_step)
-    loop.train(SINUSOID, tmp_path / "resumed", resume=True)
+    loop.train(config, tmp_path / "resumed", resume=True)
 
     straight, resumed = final_meta(tmp_path / "straight"), final_meta(tmp_path / "resumed")
     for name, value in straight["theta"].items():
@@ -79,11 +82,12 @@ def test_unreadable_checkpoint_is_a_clear_error(tmp_path):
         checkpoint.load(tmp_path / "missing.pt")
 
 
-def test_train_and_eval_commands_on_omniglot(tmp_path, omniglot_dir, capsys):
+@pytest.mark.parametrize("device", DEVICES)
+def test_train_and_eval_commands_on_omniglot(tmp_path, omniglot_dir, capsys, device):
     out = tmp_path / "run"
     code = main(["train", "--preset", "omniglot-demo", "--data-dir", str(omniglot_dir), "--steps", "4",
                  "--meta-batch-size", "2", "--hidden", "8", "--val-every", "2", "--val-episodes", "4",
-                 "--threads", "1", "--out-dir", str(out)])
+                 "--threads", "1", "--device", device, "--out-dir", str(out)])
     assert code == 0
     assert {"best.pt", "last.pt", "metrics.jsonl", "curves.png", "tensorboard"} <= {p.name for p in out.iterdir()}
     assert any(p.name.startswith("events.out.tfevents") for p in (out / "tensorboard").iterdir())

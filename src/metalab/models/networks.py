@@ -14,8 +14,9 @@ import torch
 from torch import nn
 
 
-def conv4(ways: int, in_channels: int = 1, hidden: int = 64, pooling: bool = True, image_size: int = 28) -> nn.Sequential:
-    body, features = conv4_body(in_channels, hidden, pooling, image_size)
+def conv4(ways: int, in_channels: int = 1, hidden: int = 64, pooling: bool = True, image_size: int = 28,
+          norm: str = "batch") -> nn.Sequential:
+    body, features = conv4_body(in_channels, hidden, pooling, image_size, norm)
     return nn.Sequential(*body, nn.Linear(features, ways))
 
 
@@ -34,12 +35,38 @@ def conv4_body(in_channels: int = 1, hidden: int = 64, pooling: bool = True, ima
     return nn.Sequential(*layers, nn.Flatten()), hidden * size * size
 
 
+class SetBatchNorm(nn.Module):
+    """Batch norm with the statistics of the set it is applied to: x [n, C, H, W] is normalized per channel
+    by the mean and (biased) variance over n, H and W, then scaled by `weight` [C] and shifted by `bias` [C].
+
+    nn.BatchNorm2d(track_running_stats=False) computes the same function; it is written out here because
+    torch.func.vmap's second-order gradient through the native batch_norm operator is wrong (off by ~5e-3,
+    relative, in float64; tests/test_optimization.py), while through these plain operations it is exact.
+    """
+
+    def __init__(self, channels: int, eps: float = 1e-5):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(channels))
+        self.bias = nn.Parameter(torch.zeros(channels))
+
+    def reset_parameters(self) -> None:
+        nn.init.ones_(self.weight)
+        nn.init.zeros_(self.bias)
+
+    def forward(self, x):
+        var, mean = torch.var_mean(x, dim=(0, 2, 3), correction=0, keepdim=True)
+        return (x - mean) * torch.rsqrt(var + self.eps) * self.weight[:, None, None] + self.bias[:, None, None]
+
+
 def _norm(kind: str, channels: int) -> nn.Module:
     if kind == "batch":
         return nn.BatchNorm2d(channels, track_running_stats=False)
+    if kind == "set_batch":
+        return SetBatchNorm(channels)
     if kind == "group":
         return nn.GroupNorm(1, channels)
-    raise ValueError(f"norm must be 'batch' or 'group', got {kind!r}")
+    raise ValueError(f"norm must be 'batch', 'set_batch' or 'group', got {kind!r}")
 
 
 def mlp(in_features: int = 1, hidden: int = 40, layers: int = 2, out_features: int = 1) -> nn.Sequential:

@@ -88,7 +88,7 @@ def train(config: Config, out_dir: Path, resume: bool = False, data_dir=None, pr
                 meta[group][name].data.copy_(value)
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
-        torch.set_rng_state(state["torch_rng"])
+        torch.set_rng_state(state["torch_rng"].cpu())  # map_location moved it to the device
         start, best = state["step"], state["best"]
         _truncate_log(out_dir / "metrics.jsonl", start)
     elif resume:

@@ -1,0 +1,192 @@
+"""How to batch the tasks of a second-order MAML meta-step, measured on a device: a loop or vmap, with
+torch's batch norm or metalab's written-out one (models/networks.py, SetBatchNorm).
+
+Run on demand:
+
+    python benchmarks/bench_batching.py                       # CPU, 2 torch threads
+    python benchmarks/bench_batching.py --device cuda         # a GPU
+
+The problem is by default bench_maml.py's: Conv4-64 with max-pooling, 32 random 5-way 1-shot 15-query tasks,
+inner lr 0.4, S inner steps (--steps-list); options change each. Four ways to compute its meta-gradient:
+
+  loop/native       accumulate_meta_gradient(..., batching="loop"), nn.BatchNorm2d   (metalab's default)
+  loop/set_batch    the same loop with SetBatchNorm
+  vmap/native       batching="vmap" with nn.BatchNorm2d
+  vmap/set_batch    batching="vmap" with SetBatchNorm
+
+First, in float64 on the device and on a smaller problem, each one's meta-gradient is compared with
+loop/native's (which tests/test_optimization.py checks against an unrolled reference): the relative
+difference of the whole gradient vector, ||g - g_ref|| / ||g_ref||. A way that disagrees is still timed but
+flagged. Then each way runs in a fresh child process: --warmup untimed and --iters timed meta-steps
+(zero_grad, meta-gradient, Adam), the rounds interleaved (--repeats); on CUDA every step ends with a
+synchronize, and peak memory is torch.cuda.max_memory_allocated; on CPU it is the child's peak RSS.
+
+Writes benchmarks/results/batching-<device>.json and prints a table of medians and ratios to loop/native.
+"""
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from functools import partial
+from pathlib import Path
+
+import torch
+
+from metalab.data.tasks import Episode
+from metalab.methods.learner import Learner, cross_entropy
+from metalab.methods.optimization import InnerLoop, init_meta, task_loss
+from metalab.models.networks import conv4
+from metalab.training.loop import configure_torch
+from metalab.training.meta_step import accumulate_meta_gradient
+
+REPO = Path(__file__).resolve().parents[1]
+WAYS = [("loop", "batch"), ("loop", "set_batch"), ("vmap", "batch"), ("vmap", "set_batch")]
+
+
+def label(batching: str, norm: str) -> str:
+    return f"{batching}/{'native' if norm == 'batch' else norm}"
+
+
+def problem(tasks, ways, shots, queries, hidden, pooling, norm, dtype, device, seed=0):
+    """(model, episode): the same weights and tasks for either norm (their parameters have the same names)."""
+    torch.manual_seed(seed)
+    model = conv4(ways, hidden=hidden, pooling=pooling == "max", image_size=28, norm=norm).to(device, dtype)
+    g = torch.Generator().manual_seed(seed + 1)
+
+    def labels(per_class):
+        return torch.arange(ways).repeat_interleave(per_class).expand(tasks, -1).contiguous()
+
+    episode = Episode(torch.randn(tasks, ways * shots, 1, 28, 28, generator=g, dtype=dtype), labels(shots),
+                      torch.randn(tasks, ways * queries, 1, 28, 28, generator=g, dtype=dtype), labels(queries))
+    return model, episode.to(device)
+
+
+def meta_step_fn(model, episode, steps, inner_lr, batching):
+    inner = InnerLoop("maml", inner_lr)
+    meta = init_meta(model, inner)
+    meta = {g: {n: p.detach().to(episode.support_x.device).requires_grad_(True) for n, p in ps.items()}
+            for g, ps in meta.items()}
+    loss = partial(task_loss, learner=Learner(model, cross_entropy), inner=inner, steps=steps)
+    return meta, lambda: accumulate_meta_gradient(loss, meta, episode, batching)
+
+
+def gradient_check(args, steps) -> dict:
+    grads = {}
+    for batching, norm in WAYS:
+        model, episode = problem(args.check_tasks, args.ways, args.shots, args.check_queries, args.check_hidden,
+                                 args.pooling, norm, torch.float64, args.device)
+        meta, compute = meta_step_fn(model, episode, steps, args.inner_lr, batching)
+        compute()
+        grads[label(batching, norm)] = torch.cat([p.grad.flatten() for p in meta["theta"].values()])
+    reference = grads["loop/native"]
+    return {name: float((g - reference).norm() / reference.norm()) for name, g in grads.items()}
+
+
+def child(spec: dict) -> dict:
+    args = argparse.Namespace(**spec["args"])
+    device = torch.device(args.device)
+    torch.set_num_threads(args.threads)
+    model, episode = problem(args.tasks, args.ways, args.shots, args.queries, args.hidden, args.pooling, spec["norm"],
+                             torch.float32, device)
+    meta, compute = meta_step_fn(model, episode, spec["steps"], args.inner_lr, spec["batching"])
+    optimizer = torch.optim.Adam([p for ps in meta.values() for p in ps.values()], lr=1e-3)
+    cuda = device.type == "cuda"
+    times = []
+    for i in range(args.warmup + args.iters):
+        if cuda:
+            torch.cuda.synchronize()
+            if i == args.warmup:
+                torch.cuda.reset_peak_memory_stats()
+        start = time.perf_counter()
+        optimizer.zero_grad(set_to_none=True)
+        compute()
+        optimizer.step()
+        if cuda:
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    peak = (torch.cuda.max_memory_allocated() if cuda
+            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+    return {"times_s": times[args.warmup:], "peak_mib": peak / 2**20}
+
+
+def run_child(spec: dict) -> dict:
+    result = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)], capture_output=True, text=True)
+    if result.returncode != 0:
+        return {"error": result.stderr.strip().splitlines()[-1] if result.stderr.strip() else "failed"}
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads in every child")
+    parser.add_argument("--steps-list", default="1,5", help="inner steps S, comma-separated")
+    parser.add_argument("--repeats", type=int, default=2, help="interleaved rounds of children")
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--iters", type=int, default=3, help="timed meta-steps per child")
+    parser.add_argument("--tasks", type=int, default=32)
+    parser.add_argument("--ways", type=int, default=5)
+    parser.add_argument("--shots", type=int, default=1)
+    parser.add_argument("--queries", type=int, default=15)
+    parser.add_argument("--hidden", type=int, default=64)
+    parser.add_argument("--pooling", choices=("max", "stride"), default="max",
+                        help="Conv4 with max-pooling, or the MAML paper's stride-2 convolutions (metalab's presets)")
+    parser.add_argument("--inner-lr", type=float, default=0.4)
+    parser.add_argument("--check-tasks", type=int, default=4)
+    parser.add_argument("--check-queries", type=int, default=5)
+    parser.add_argument("--check-hidden", type=int, default=16)
+    parser.add_argument("--out", default=None, help="default benchmarks/results/batching-<device type>.json")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        print(json.dumps(child(json.loads(args.child))))
+        return 0
+    configure_torch(argparse.Namespace(threads=args.threads, device=args.device))
+    steps_list = [int(s) for s in args.steps_list.split(",")]
+    report = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "torch": torch.__version__,
+              "python": platform.python_version(), "device": args.device,
+              "device_name": torch.cuda.get_device_name() if args.device.startswith("cuda") else platform.processor(),
+              "cpus": os.cpu_count(), "load_avg_start": os.getloadavg(), "args": vars(args), "results": {}}
+    for steps in steps_list:
+        check = gradient_check(args, steps)
+        runs = {label(*way): [] for way in WAYS}
+        for _ in range(args.repeats):
+            for batching, norm in WAYS:
+                spec = {"args": {k: v for k, v in vars(args).items() if k != "child"}, "steps": steps,
+                        "batching": batching, "norm": norm}
+                runs[label(batching, norm)].append(run_child(spec))
+        rows = {}
+        for name, children in runs.items():
+            errors = [c["error"] for c in children if "error" in c]
+            times = [t for c in children if "error" not in c for t in c["times_s"]]
+            rows[name] = {"gradient_rel_diff": check[name], "errors": errors, "times_s": times,
+                          "median_s": statistics.median(times) if times else None,
+                          "peak_mib": max((c["peak_mib"] for c in children if "error" not in c), default=None)}
+        report["results"][str(steps)] = rows
+        base = rows["loop/native"]["median_s"]
+        print(f"\nS = {steps} inner steps, {args.tasks} tasks of {args.ways}-way {args.shots}-shot {args.queries}-query, "
+              f"Conv4-{args.hidden} {args.pooling}, {args.device}")
+        print(f"{'way':16} {'s/step':>9} {'vs loop/native':>15} {'peak MiB':>9} {'grad rel diff':>14}")
+        for name, row in rows.items():
+            if row["median_s"] is None:
+                print(f"{name:16} failed: {row['errors'][0]}")
+                continue
+            print(f"{name:16} {row['median_s']:9.4f} {row['median_s'] / base:14.2f}x {row['peak_mib']:9.0f} "
+                  f"{row['gradient_rel_diff']:14.1e}")
+    report["load_avg_end"] = os.getloadavg()
+    out = Path(args.out or REPO / "benchmarks" / "results" / f"batching-{torch.device(args.device).type}.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=1))
+    print(f"\nwrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
