@@ -23,9 +23,10 @@ from typing import Iterator
 
 import torch
 from torch import Tensor, nn
-from torch.func import grad
+from torch.func import grad, vmap
 
 from metalab.config import GRADIENT_METHODS
+from metalab.errors import MetalabError
 from metalab.methods.learner import Learner, Params, copy_parameters, score
 
 
@@ -132,6 +133,13 @@ class GradientMethod:
     first_order_warmup: int = 0  # meta-steps of first-order MAML before second order
     batching: str = "loop"  # see training/meta_step.py
 
+    def __post_init__(self):
+        if self.batching == "vmap" and any(isinstance(m, nn.modules.batchnorm._BatchNorm)
+                                           for m in self.learner.model.modules()):
+            raise MetalabError("tasks batched by vmap get a wrong second-order meta-gradient through torch's "
+                               "BatchNorm layers; use metalab.models.networks.SetBatchNorm in the network, "
+                               "or --task-batching loop")
+
     def init_meta(self) -> dict[str, Params]:
         return init_meta(self.learner.model, self.inner)
 
@@ -142,13 +150,16 @@ class GradientMethod:
         return partial(task_loss, learner=self.learner, inner=inner, steps=self.train_steps)
 
     def scores(self, meta, episode, steps: int) -> Tensor:
-        """[steps + 1, B]: each task's query score after 0..steps inner steps."""
-        columns = []
-        for support_x, support_y, query_x, query_y in zip(*episode):
+        """[steps + 1, B]: each task's query score after 0..steps inner steps; tasks batched as in training."""
+
+        def task_scores(support_x, support_y, query_x, query_y) -> Tensor:
             column = []
-            with torch.no_grad():
-                for phi in adapt_steps(meta, support_x, support_y, self.learner, self.inner, steps):
-                    prediction = self.learner.predict(phi, query_x)
-                    column.append(score(prediction, query_y, self.learner.loss(prediction, query_y)))
-            columns.append(torch.stack(column))
-        return torch.stack(columns, dim=1)
+            for phi in adapt_steps(meta, support_x, support_y, self.learner, self.inner, steps):
+                prediction = self.learner.predict(phi, query_x)
+                column.append(score(prediction, query_y, self.learner.loss(prediction, query_y)))
+            return torch.stack(column)
+
+        with torch.no_grad():  # torch.func.grad in the inner steps still differentiates
+            if self.batching == "vmap":
+                return vmap(task_scores, randomness="error")(*episode).T
+            return torch.stack([task_scores(*task) for task in zip(*episode)], dim=1)

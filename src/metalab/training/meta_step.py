@@ -1,13 +1,16 @@
 """The meta-gradient of a batch of tasks, for any method given as `task_loss(meta, task) -> (loss, score)`.
 
-How tasks are batched is a measured choice, not a taste:
-- "loop": one task at a time, each task's graph freed by its own backward. On a 2-core CPU this was as
-  fast as vmap for Conv4 and used 10-18x less memory, and it is exact with batch norm's learnable
-  scale and shift (vmap's second-order gradient through BatchNorm2d was off by ~5e-3 there).
-- "vmap": torch.func.vmap over tasks; pays off where each task is tiny (the sinusoid MLP).
+How tasks are batched is a measured choice, not a taste (benchmarks/bench_batching.py, second-order MAML):
+- "loop": one task at a time, each task's graph freed by its own backward. Fastest on a 2-core CPU for the
+  large Conv4 (64 channels, max-pooling, 15 queries, 32 tasks: vmap 2.5x slower, 9x the memory).
+- "vmap": torch.func.vmap over tasks. Faster on the CPU for the Omniglot presets' small Conv4 (32 channels,
+  stride 2, 5 queries, 16 tasks: 1.7x at 1 inner step, 2.8x at 5) and on a GPU for both (9x; 13-17x), and
+  for the sinusoid MLP. It needs the written-out batch norm (models/networks.py, SetBatchNorm), which the
+  problem builder gives a Conv4 whose tasks are batched this way: through torch's own batch_norm, vmap's
+  second-order gradient is off by ~5e-3.
 - "batched": the method takes the whole batch at once and returns per-task losses (black-box learners,
   whose networks have tasks in the batch dimension).
-All compute the gradient of the mean query loss over tasks; a test checks they agree.
+All compute the gradient of the mean query loss over tasks; tests check they agree.
 """
 
 from typing import Callable
