@@ -91,8 +91,7 @@ def gradient_check(args, steps) -> dict:
 
 def child(spec: dict) -> dict:
     args = argparse.Namespace(**spec["args"])
-    device = torch.device(args.device)
-    torch.set_num_threads(args.threads)
+    device = configure_torch(args)  # threads, and the allocator setting that training uses
     model, episode = problem(args.tasks, args.ways, args.shots, args.queries, args.hidden, args.pooling, spec["norm"],
                              torch.float32, device)
     meta, compute = meta_step_fn(model, episode, spec["steps"], args.inner_lr, spec["batching"])
@@ -171,8 +170,8 @@ def main(argv=None) -> int:
                           "peak_mib": max((c["peak_mib"] for c in children if "error" not in c), default=None)}
         report["results"][str(steps)] = rows
         base = rows["loop/native"]["median_s"]
-        print(f"\nS = {steps} inner steps, {args.tasks} tasks of {args.ways}-way {args.shots}-shot {args.queries}-query, "
-              f"Conv4-{args.hidden} {args.pooling}, {args.device}")
+        print(f"\nS = {steps} inner steps, {args.tasks} tasks of {args.ways}-way {args.shots}-shot "
+              f"{args.queries}-query, Conv4-{args.hidden} {args.pooling}, {args.device}")
         print(f"{'way':16} {'s/step':>9} {'vs loop/native':>15} {'peak MiB':>9} {'grad rel diff':>14}")
         for name, row in rows.items():
             if row["median_s"] is None:

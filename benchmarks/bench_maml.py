@@ -302,7 +302,7 @@ def child_prepare(spec: dict) -> dict:
 
     c = spec["config"]
     torch.manual_seed(c["seed"])
-    model = conv4(c["ways"], hidden=c["hidden"], pooling=True, image_size=28)
+    model = conv4(c["ways"], hidden=c["hidden"], pooling=c["pooling"], image_size=28)
     generator = torch.Generator().manual_seed(c["seed"] + 1)
     b, n, k, q = c["tasks"], c["ways"], c["shots"], c["queries"]
 
@@ -315,9 +315,10 @@ def child_prepare(spec: dict) -> dict:
     return {"parameters": sum(p.numel() for p in model.parameters())}
 
 
-def build_meta_step(impl: str, model, episode, steps: int, inner_lr: float):
+def build_meta_step(impl: str, model, episode, steps: int, inner_lr: float, batching: str = "loop"):
     """(compute, named_parameters): compute() adds d(mean query loss)/d(theta) to the .grad of the
-    parameters and returns the mean query loss; named_parameters() are the meta-parameters theta."""
+    parameters and returns the mean query loss; named_parameters() are the meta-parameters theta.
+    `batching` is metalab's way of batching the tasks (training/meta_step.py)."""
     import torch
     import torch.nn.functional as F
 
@@ -338,7 +339,7 @@ def build_meta_step(impl: str, model, episode, steps: int, inner_lr: float):
         batch = Episode(*episode)
 
         def compute():
-            return accumulate_meta_gradient(loss_fn, meta, batch, batching="loop")[0]
+            return accumulate_meta_gradient(loss_fn, meta, batch, batching=batching)[0]
 
         return compute, lambda: list(meta["theta"].items())
 
@@ -402,7 +403,9 @@ def load_problem(spec: dict):
     dtype = getattr(torch, spec["dtype"])
     inputs = torch.load(spec["path"])
     c = inputs["config"]
-    model = conv4(c["ways"], hidden=c["hidden"], pooling=True, image_size=28)
+    # metalab's Conv4 with its tasks under vmap uses the written-out batch norm, the same function and parameters
+    norm = "set_batch" if spec["impl"] == "metalab" and c["metalab_batching"] == "vmap" else "batch"
+    model = conv4(c["ways"], hidden=c["hidden"], pooling=c["pooling"], image_size=28, norm=norm)
     if spec["impl"] != "metalab":
         model = textbook_order(model)
     model.load_state_dict(inputs["state"])
@@ -416,7 +419,7 @@ def child_gradient(spec: dict) -> dict:
     import torch
 
     model, episode, c = load_problem(spec)
-    compute, named = build_meta_step(spec["impl"], model, episode, spec["steps"], c["inner_lr"])
+    compute, named = build_meta_step(spec["impl"], model, episode, spec["steps"], c["inner_lr"], c["metalab_batching"])
     loss = compute()
     torch.save({name: p.grad.detach().clone() for name, p in named()}, spec["out"])
     return {"loss": loss}
@@ -430,7 +433,7 @@ def child_time(spec: dict) -> dict:
     import torch
 
     model, episode, c = load_problem(spec)
-    compute, named = build_meta_step(spec["impl"], model, episode, spec["steps"], c["inner_lr"])
+    compute, named = build_meta_step(spec["impl"], model, episode, spec["steps"], c["inner_lr"], c["metalab_batching"])
     optimizer = torch.optim.Adam([p for _, p in named()], lr=1e-3)
     rss_setup = peak_rss_mib()  # imports, inputs and model: what the meta-steps are measured above
     times, cpu_times, losses = [], [], []
@@ -554,6 +557,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--shots", type=int, default=1)
     parser.add_argument("--queries", type=int, default=15, help="queries per class")
     parser.add_argument("--hidden", type=int, default=64, help="Conv4 channels")
+    parser.add_argument("--pooling", choices=("max", "stride"), default="max",
+                        help="Conv4 with 2x2 max-pooling, or the MAML paper's stride-2 convolutions (metalab's presets)")
+    parser.add_argument("--metalab-batching", choices=("loop", "vmap"), default="loop",
+                        help="how metalab batches the tasks (the libraries loop, as their MAML examples do)")
     parser.add_argument("--inner-lr", type=float, default=0.4)
     parser.add_argument("--seed", type=int, default=0, help="weights and tasks (the same for all three)")
     parser.add_argument("--memory-steps", type=lambda text: parse_list(text, allow_empty=True),
@@ -598,7 +605,8 @@ def default_cache() -> Path:
 
 def problem_config(args, **overrides) -> dict:
     config = {"seed": args.seed, "ways": args.ways, "shots": args.shots, "queries": args.queries,
-              "hidden": args.hidden, "tasks": args.tasks, "inner_lr": args.inner_lr}
+              "hidden": args.hidden, "pooling": args.pooling == "max", "tasks": args.tasks, "inner_lr": args.inner_lr,
+              "metalab_batching": args.metalab_batching}
     config.update(overrides)
     return config
 
@@ -776,7 +784,8 @@ def write_report(report: dict, out: str) -> None:
 
 def print_table(report: dict) -> None:
     m, p = report["machine"], report["problem"]
-    print(f"\nsecond-order MAML meta-step: Conv4 {p['hidden']} ch (max-pool, batch norm), {p['tasks']} tasks "
+    print(f"\nsecond-order MAML meta-step: Conv4 {p['hidden']} ch ({'max-pool' if p['pooling'] else 'stride 2'}, "
+          f"batch norm; metalab batches tasks by {p['metalab_batching']}), {p['tasks']} tasks "
           f"{p['ways']}-way {p['shots']}-shot {p['queries']}-query, 28x28, inner lr {p['inner_lr']}")
     print(f"torch {m['torch']}, {m['torch_threads']} thread(s), {m['cpu_count']} CPUs, malloc {m['malloc']}, load "
           f"average {fmt_load(m['load_average_at_start'])} at start, {fmt_load(m['load_average_at_end'])} at end")

@@ -99,7 +99,7 @@ _SINUSOID = Config(problem="sinusoid", shots=10, queries=10, hidden=40, inner_lr
                    log_every=100)
 # Omniglot on 2 CPU cores. Bought speed, stated in the README: the MAML paper's stride-2 Conv4 (~3x cheaper
 # than max-pooling here), 32 channels, 5 queries per class, 16 tasks per meta-batch. Tasks batched by vmap:
-# at these sizes 1.7x faster than the loop on 2 CPU cores, 9x on a GPU (benchmarks/bench_batching.py).
+# at these sizes 2x faster than the loop on 2 CPU cores, 9x on a GPU (benchmarks/bench_batching.py).
 _OMNIGLOT = Config(hidden=32, pooling=False, queries=5, meta_batch_size=16, steps=8000, meta_lr=1e-3,
                    inner_lr=0.4, inner_steps=1, eval_inner_steps=3, val_every=500, checkpoint_every=500,
                    task_batching="vmap")
@@ -114,7 +114,8 @@ PRESETS: dict[str, Config] = {
     "omniglot-5w1s-metasgd": _OMNIGLOT.replace(method="metasgd"),
     "omniglot-5w1s-learned": _OMNIGLOT.replace(method="learned_update"),
     "omniglot-5w5s-maml": _OMNIGLOT.replace(shots=5),
-    "omniglot-20w1s-maml": _OMNIGLOT.replace(ways=20, inner_lr=0.1, meta_batch_size=8),
+    # 8 tasks of 20 ways: vmap no faster than the loop on 2 CPU cores (bench_batching.py); on a GPU pass vmap
+    "omniglot-20w1s-maml": _OMNIGLOT.replace(ways=20, inner_lr=0.1, meta_batch_size=8, task_batching="loop"),
     # Black-box learners: first-order training, so many more (cheaper) meta-steps than MAML in the same time.
     "omniglot-5w1s-lstm": _BLACK_BOX.replace(method="lstm"),
     "omniglot-5w1s-lstm-pixels": _BLACK_BOX.replace(method="lstm", embedding="pixels"),
