@@ -70,9 +70,7 @@ def problem(tasks, ways, shots, queries, hidden, pooling, norm, dtype, device, s
 
 def meta_step_fn(model, episode, steps, inner_lr, batching):
     inner = InnerLoop("maml", inner_lr)
-    meta = init_meta(model, inner)
-    meta = {g: {n: p.detach().to(episode.support_x.device).requires_grad_(True) for n, p in ps.items()}
-            for g, ps in meta.items()}
+    meta = init_meta(model, inner)  # copies of the model's parameters, on its device, requiring grad
     loss = partial(task_loss, learner=Learner(model, cross_entropy), inner=inner, steps=steps)
     return meta, lambda: accumulate_meta_gradient(loss, meta, episode, batching)
 

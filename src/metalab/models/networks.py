@@ -40,8 +40,9 @@ class SetBatchNorm(nn.Module):
     by the mean and (biased) variance over n, H and W, then scaled by `weight` [C] and shifted by `bias` [C].
 
     nn.BatchNorm2d(track_running_stats=False) computes the same function; it is written out here because
-    torch.func.vmap's second-order gradient through the native batch_norm operator is wrong (off by ~5e-3,
-    relative, in float64; tests/test_optimization.py), while through these plain operations it is exact.
+    torch.func.vmap's second-order gradient through the native batch_norm operator is wrong (off by 3e-3 to 3e-2,
+    relative, in float64; benchmarks/bench_batching.py), while through these plain operations it is exact
+    (tests/test_optimization.py).
     """
 
     def __init__(self, channels: int, eps: float = 1e-5):

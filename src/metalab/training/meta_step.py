@@ -5,9 +5,9 @@ How tasks are batched is a measured choice, not a taste (benchmarks/bench_batchi
   large Conv4 (64 channels, max-pooling, 15 queries, 32 tasks: vmap 1.6x slower, 19x the memory).
 - "vmap": torch.func.vmap over tasks. Faster on the CPU for the Omniglot presets' small Conv4 (32 channels,
   stride 2, 5 queries, 16 tasks: 2x at 1 inner step, 2.9x at 5; at 20 ways a tie), on a GPU for both (9x;
-  13-17x), and for the sinusoid MLP. It needs the written-out batch norm (models/networks.py, SetBatchNorm), which the
-  problem builder gives a Conv4 whose tasks are batched this way: through torch's own batch_norm, vmap's
-  second-order gradient is off by ~5e-3.
+  13-17x), and for the sinusoid MLP. It needs the written-out batch norm (models/networks.py, SetBatchNorm),
+  which the problem builder gives a Conv4 whose tasks are batched this way: through torch's own batch_norm,
+  vmap's second-order gradient is off by 3e-3 to 3e-2 (relative).
 - "batched": the method takes the whole batch at once and returns per-task losses (black-box learners,
   whose networks have tasks in the batch dimension).
 All compute the gradient of the mean query loss over tasks; tests check they agree.
