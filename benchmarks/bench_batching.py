@@ -9,7 +9,7 @@ Run on demand:
 The problem is by default bench_maml.py's: Conv4-64 with max-pooling, 32 random 5-way 1-shot 15-query tasks,
 inner lr 0.4, S inner steps (--steps-list); options change each. Four ways to compute its meta-gradient:
 
-  loop/native       accumulate_meta_gradient(..., batching="loop"), nn.BatchNorm2d   (metalab's default)
+  loop/native       mean_task_loss(..., batching="loop"), nn.BatchNorm2d   (metalab's default)
   loop/set_batch    the same loop with SetBatchNorm
   vmap/native       batching="vmap" with nn.BatchNorm2d
   vmap/set_batch    batching="vmap" with SetBatchNorm
@@ -39,12 +39,12 @@ from pathlib import Path
 
 import torch
 
-from metalab.data.tasks import Episode
+from metalab.data.episode import Episode
+from metalab.methods.batching import mean_task_loss
 from metalab.methods.learner import Learner, cross_entropy
 from metalab.methods.optimization import InnerLoop, init_meta, task_loss
 from metalab.models.networks import conv4
-from metalab.training.loop import configure_torch
-from metalab.training.meta_step import accumulate_meta_gradient
+from metalab.runtime import configure_torch
 
 REPO = Path(__file__).resolve().parents[1]
 WAYS = [("loop", "batch"), ("loop", "set_batch"), ("vmap", "batch"), ("vmap", "set_batch")]
@@ -72,7 +72,13 @@ def meta_step_fn(model, episode, steps, inner_lr, batching):
     inner = InnerLoop("maml", inner_lr)
     meta = init_meta(model, inner)  # copies of the model's parameters, on its device, requiring grad
     loss = partial(task_loss, learner=Learner(model, cross_entropy), inner=inner, steps=steps)
-    return meta, lambda: accumulate_meta_gradient(loss, meta, episode, batching)
+
+    def meta_step():  # methods/batching.py directly: GradientMethod refuses vmap over torch's BatchNorm
+        mean_loss, _ = mean_task_loss(loss, meta, episode, batching)
+        mean_loss.backward()
+        return mean_loss.item()
+
+    return meta, meta_step
 
 
 def gradient_check(args, steps) -> dict:
@@ -89,7 +95,7 @@ def gradient_check(args, steps) -> dict:
 
 def child(spec: dict) -> dict:
     args = argparse.Namespace(**spec["args"])
-    device = configure_torch(args)  # threads, and the allocator setting that training uses
+    device = configure_torch(args.threads, args.device)  # threads, and the allocator setting that training uses
     model, episode = problem(args.tasks, args.ways, args.shots, args.queries, args.hidden, args.pooling, spec["norm"],
                              torch.float32, device)
     meta, compute = meta_step_fn(model, episode, spec["steps"], args.inner_lr, spec["batching"])
@@ -145,7 +151,7 @@ def main(argv=None) -> int:
     if args.child:
         print(json.dumps(child(json.loads(args.child))))
         return 0
-    configure_torch(argparse.Namespace(threads=args.threads, device=args.device))
+    configure_torch(args.threads, args.device)
     steps_list = [int(s) for s in args.steps_list.split(",")]
     report = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "torch": torch.__version__,
               "python": platform.python_version(), "device": args.device,

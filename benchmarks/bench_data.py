@@ -112,7 +112,7 @@ def time_build_and_load(data_dir, builds: int, loads: int) -> tuple[list[Clock],
 
 def time_sampling(tasks, batch: int, windows: int, window_s: float) -> tuple[list[float], list[float]]:
     """Batches per wall-clock second and per CPU second, one of each per window."""
-    from metalab.data.tasks import generator_for
+    from metalab.data.episode import generator_for
 
     step = 0
     for _ in range(20):  # warm-up: allocator, first-call overheads
@@ -135,7 +135,7 @@ def main(argv=None) -> int:
     import torch
 
     torch.set_num_threads(args.threads)
-    from metalab.data.episodes import omniglot_tasks
+    from metalab.data.classification import omniglot_tasks
     from metalab.data.splits import load_split_data
     from metalab.errors import MetalabError
 

@@ -5,7 +5,7 @@ Run on demand (pytest does not collect it):
     python benchmarks/bench_finetune.py             # one torch thread
     python benchmarks/bench_finetune.py --threads 2
 
-Times `metalab.methods.finetune.finetune_scores` on one batch of 50 tasks (the batch size of
+Times `metalab.methods.finetune.FineTuning.scores` on one batch of 50 tasks (the batch size of
 `fixed_episodes`): `--steps` Adam steps on the support set with every block trained, then the query set
 scored once, for the stride-2 Conv4 of the Omniglot presets (32 channels) at 5-way 1-shot, 5-way 5-shot and
 20-way 1-shot with 15 queries per class, and the sinusoid MLP (2x40) at 10 shots and 100 queries. Inputs
@@ -24,9 +24,11 @@ from pathlib import Path
 
 import torch
 
-from metalab.data.tasks import Episode
-from metalab.methods.finetune import BATCHING, FinetuneConfig, finetune_scores
-from metalab.methods.learner import Learner, cross_entropy, mse
+from metalab.config import TASK_BATCHING, FinetuneConfig
+from metalab.data.episode import Episode
+from metalab.evaluation.evaluate import per_episode_scores
+from metalab.methods.finetune import FineTuning
+from metalab.methods.learner import Learner, classification, regression
 from metalab.models.networks import conv4, mlp
 
 REPO = Path(__file__).resolve().parents[1]
@@ -56,19 +58,20 @@ def problem(ways: int, shots: int, queries: int) -> tuple[Learner, Episode]:
     if ways == 0:
         x = torch.rand(TASKS, shots + queries, 1, generator=g) * 10 - 5
         y = torch.sin(x)
-        return Learner(mlp(1, 40), mse), Episode(x[:, :shots], y[:, :shots], x[:, shots:], y[:, shots:])
+        return regression(mlp(1, 40)), Episode(x[:, :shots], y[:, :shots], x[:, shots:], y[:, shots:])
     labels = torch.arange(ways)
     episode = Episode(torch.rand(TASKS, ways * shots, 1, 28, 28, generator=g),
                       labels.repeat_interleave(shots).expand(TASKS, -1).clone(),
                       torch.rand(TASKS, ways * queries, 1, 28, 28, generator=g),
                       labels.repeat_interleave(queries).expand(TASKS, -1).clone())
-    return Learner(conv4(ways, hidden=32, pooling=False), cross_entropy), episode
+    return classification(conv4(ways, hidden=32, pooling=False)), episode
 
 
 def time_once(learner, episode, config, batching) -> float:
     start = {name: p.detach() for name, p in learner.model.named_parameters()}
     began = time.perf_counter()
-    finetune_scores(learner, start, [episode], config, [config.steps], batching)
+    per_episode_scores({"theta": start}, FineTuning(learner, config, batching, scored=(config.steps,)), [episode],
+                       config.steps)
     return time.perf_counter() - began
 
 
@@ -81,18 +84,18 @@ def main(argv=None) -> None:
                           "threads": args.threads},
               "tasks": TASKS, "steps": args.steps, "results": []}
     print(f"{TASKS} tasks, {args.steps} Adam steps, {args.threads} thread(s), load average {os.getloadavg()[0]:.2f}")
-    print(f"{'setting':28s} " + " ".join(f"{b:>10s}" for b in BATCHING) + "   loop/vmap")
+    print(f"{'setting':28s} " + " ".join(f"{b:>10s}" for b in TASK_BATCHING) + "   loop/vmap")
     for label, ways, shots, queries in SETTINGS:
         learner, episode = problem(ways, shots, queries)
         config = FinetuneConfig(head_init="keep" if ways == 0 else "zero", steps=args.steps, optimizer="adam",
                                 head_lr=1e-2, body_lr=1e-3)
         seconds = {}
-        for batching in BATCHING:
+        for batching in TASK_BATCHING:
             time_once(learner, episode, config, batching)  # warm-up
             runs = [time_once(learner, episode, config, batching) for _ in range(args.repeats)]
             seconds[batching] = {"runs": runs, "median": statistics.median(runs)}
         report["results"].append({"setting": label, **seconds})
-        medians = [seconds[b]["median"] for b in BATCHING]
+        medians = [seconds[b]["median"] for b in TASK_BATCHING]
         print(f"{label:28s} " + " ".join(f"{m:9.3f}s" for m in medians)
               + f"   {seconds['loop']['median'] / seconds['vmap']['median']:.2f}x")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

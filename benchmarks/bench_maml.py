@@ -11,7 +11,7 @@ The problem: Conv4 (3x3 conv, batch norm, ReLU, 2x2 max-pool; 64 channels), a me
 default 1 and 5), the true second-order meta-gradient. Three implementations compute it (metalab's Conv4
 max-pools before its ReLU, the same function; the libraries run the usual order, see textbook_order):
 
-  metalab      accumulate_meta_gradient(task_loss, meta, episode, batching="loop")
+  metalab      mean_task_loss(task_loss, meta, episode, "loop").backward()
   learn2learn  l2l.algorithms.MAML(model, lr, first_order=False): clone(), adapt() S times
   higher       higher.innerloop_ctx(model, SGD, copy_initial_weights=False, track_higher_grads=True)
 
@@ -264,7 +264,7 @@ def verify_env(env: Env) -> dict:
 def configure_malloc(mode: str) -> None:
     """glibc's allocator settings, the same for every implementation: they change both speed and peak RSS.
 
-    "metalab"  those `metalab train` applies (metalab.training.loop._keep_freed_memory, copied so that the
+    "metalab"  those `metalab train` applies (metalab.runtime.keep_freed_memory, copied so that the
                other children need not import metalab's training code): freed blocks are kept for reuse.
     "mmap"     every block of 64 KiB or more is mapped on its own and unmapped when freed, so that peak
                RSS follows the peak of live tensors instead of the allocator's reuse (slower: page faults).
@@ -298,6 +298,7 @@ def peak_rss_mib() -> float:
 def child_prepare(spec: dict) -> dict:
     """The shared inputs: Conv4's initial weights and a batch of random tasks, from one seed."""
     import torch
+
     from metalab.models.networks import conv4
 
     c = spec["config"]
@@ -328,10 +329,10 @@ def build_meta_step(impl: str, model, episode, steps: int, inner_lr: float, batc
     if impl == "metalab":
         from functools import partial
 
-        from metalab.data.tasks import Episode
+        from metalab.data.episode import Episode
+        from metalab.methods.batching import mean_task_loss
         from metalab.methods.learner import Learner, cross_entropy
         from metalab.methods.optimization import InnerLoop, init_meta, task_loss
-        from metalab.training.meta_step import accumulate_meta_gradient
 
         inner = InnerLoop("maml", inner_lr)
         meta = init_meta(model, inner)  # copies the model's (loaded) weights into meta["theta"]
@@ -339,7 +340,9 @@ def build_meta_step(impl: str, model, episode, steps: int, inner_lr: float, batc
         batch = Episode(*episode)
 
         def compute():
-            return accumulate_meta_gradient(loss_fn, meta, batch, batching=batching)[0]
+            loss, _ = mean_task_loss(loss_fn, meta, batch, batching)
+            loss.backward()
+            return loss.item()
 
         return compute, lambda: list(meta["theta"].items())
 
@@ -398,6 +401,7 @@ def textbook_order(model):
 
 def load_problem(spec: dict):
     import torch
+
     from metalab.models.networks import conv4
 
     dtype = getattr(torch, spec["dtype"])

@@ -38,7 +38,6 @@ def kind_of(op_name: str) -> str:
 
 
 def profile_steps(steps: int, args, problem_path: str) -> dict:
-    import torch
     from torch.profiler import ProfilerActivity, profile
 
     spec = {"path": problem_path, "impl": "metalab", "dtype": "float32"}

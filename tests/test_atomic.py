@@ -6,9 +6,9 @@ import os
 import pytest
 import torch
 
-from metalab.data.atomic import atomic_path
+from metalab import checkpoint
+from metalab.atomic import atomic_path
 from metalab.errors import MetalabError
-from metalab.training import checkpoint
 
 
 def test_a_full_disk_is_a_clear_error_and_keeps_the_old_file(tmp_path):

@@ -7,8 +7,8 @@ import torch
 from metalab.config import preset
 from metalab.data import augment
 from metalab.data.augment import AugmentedTasks
-from metalab.data.episodes import ROTATIONS, ClassificationTasks, class_table
-from metalab.data.tasks import generator_for
+from metalab.data.classification import ROTATIONS, ClassificationTasks, class_table
+from metalab.data.episode import generator_for
 from metalab.errors import MetalabError
 from metalab.problem import build_problem
 

@@ -3,12 +3,12 @@
 import pytest
 import torch
 
-from metalab.config import BLACK_BOX_METHODS, preset
-from metalab.data.tasks import Episode, generator_for
+from metalab.config import preset
+from metalab.data.episode import Episode, generator_for
 from metalab.methods import blackbox
-from metalab.methods.learner import Learner, cross_entropy, mse
-from metalab.models.blackbox import blackbox_model
-from metalab.training.meta_step import accumulate_meta_gradient
+from metalab.methods.learner import ACCURACY, Learner, cross_entropy, mse
+from metalab.methods.registry import make_method
+from metalab.models.learners import BLACK_BOX_LEARNERS, blackbox_model
 
 WAYS, SHOTS, QUERIES, TASKS, SIZE = 3, 2, 4, 2, 8
 
@@ -17,7 +17,7 @@ def classifier(method, embedding="conv4", seed=0):
     torch.manual_seed(seed)
     model = blackbox_model(method, (1, SIZE, SIZE), WAYS, WAYS, True, embedding=embedding, hidden=4, width=16,
                            memory_slots=8).double()
-    return Learner(model, cross_entropy)
+    return Learner(model, cross_entropy, ACCURACY)
 
 
 def regressor(method, seed=0):
@@ -47,7 +47,7 @@ def predictions(learner, episode):
     return blackbox.predict(meta, phi, episode.query_x, learner)
 
 
-CASES = [(m, "classification") for m in BLACK_BOX_METHODS] + [(m, "regression") for m in BLACK_BOX_METHODS]
+CASES = [(m, "classification") for m in BLACK_BOX_LEARNERS] + [(m, "regression") for m in BLACK_BOX_LEARNERS]
 
 
 def make(method, kind, seed=0, embedding="conv4"):
@@ -125,7 +125,7 @@ def test_a_learner_memorizes_a_fixed_set_of_tasks(method, kind):
     learner, episode = make(method, kind, seed=3, embedding="pixels")
     if kind == "regression":
         episode = episode._replace(support_y=episode.support_y / 5, query_y=episode.query_y / 5)
-    learner = Learner(learner.model.float(), learner.loss)
+    learner = Learner(learner.model.float(), learner.loss, learner.metric)
     episode = Episode(*(t.float() if t.is_floating_point() else t for t in episode))
     method_ = blackbox.BlackBoxMethod(learner)
     meta = method_.init_meta()
@@ -133,7 +133,9 @@ def test_a_learner_memorizes_a_fixed_set_of_tasks(method, kind):
     first = None
     for step in range(150):
         optimizer.zero_grad()
-        loss, _ = accumulate_meta_gradient(method_.task_loss(step), meta, episode, method_.batching)
+        loss, _ = method_.meta_loss(meta, episode, step)
+        loss.backward()
+        loss = loss.item()
         first = first if first is not None else loss
         optimizer.step()
     assert loss < 0.02 * first, (first, loss)
@@ -210,8 +212,8 @@ def test_feedforward_average_trained_at_one_number_of_ways_is_evaluated_at_other
 
 
 def test_embedding_from_another_checkpoint_starts_the_embedding_only(tmp_path):
+    from metalab import checkpoint
     from metalab.errors import MetalabError
-    from metalab.training import checkpoint
 
     source = classifier("average", seed=1)
     path = tmp_path / "average.pt"
@@ -234,4 +236,4 @@ def test_embedding_from_another_checkpoint_starts_the_embedding_only(tmp_path):
     with pytest.raises(MetalabError, match="no checkpoint"):
         blackbox.BlackBoxMethod(learner, embedding_from=str(tmp_path / "missing.pt")).init_meta()
     with pytest.raises(MetalabError, match="--embedding-from"):
-        preset("omniglot-5w1s-maml").replace(embedding_from=str(path))
+        make_method(preset("omniglot-5w1s-maml").replace(embedding_from=str(path)), learner)

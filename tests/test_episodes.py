@@ -17,10 +17,14 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from metalab.data.episodes import ROTATIONS, ClassificationTasks, class_table, omniglot_tasks
-from metalab.data.tasks import Episode, concat, fixed_episodes, generator_for
+from metalab.data.classification import (
+    ROTATIONS,
+    ClassificationTasks,
+    class_table,
+    omniglot_tasks,
+)
+from metalab.data.episode import Episode, concat, fixed_episodes, generator_for
 from metalab.errors import MetalabError
-
 
 # ------------------------------------------------------------------------------------- helpers
 

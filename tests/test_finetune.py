@@ -10,20 +10,25 @@ import torch
 import torch.nn.functional as F
 from torch.func import vmap
 
-from metalab.cli.finetune import BATCHING as CLI_BATCHING, FINETUNE_FLAGS, PRETRAIN_FLAGS
-from metalab.cli.main import main
-from metalab.config import Config
-from metalab.data.episodes import ClassificationTasks
-from metalab.data.tasks import Episode
+from metalab import checkpoint
+from metalab.cli.main import build_parser, main
+from metalab.config import Config, FinetuneConfig, PretrainConfig
+from metalab.data.classification import ClassificationTasks
+from metalab.data.episode import Episode
 from metalab.errors import MetalabError
-from metalab.methods import finetune as ft
-from metalab.methods.finetune import FinetuneConfig, finetune_scores, finetune_steps, grid_search, layers_of
-from metalab.methods.learner import Learner, cross_entropy, mse
+from metalab.evaluation.evaluate import per_episode_scores
+from metalab.evaluation.grid_search import grid_search
+from metalab.methods.finetune import FineTuning, finetune_steps
+from metalab.methods.heads import layers_of
+from metalab.methods.learner import Learner, classification, cross_entropy, mse
 from metalab.methods.optimization import InnerLoop, adapt_steps
 from metalab.models.networks import conv4, mlp
 from metalab.problem import Problem
-from metalab.training import checkpoint, pretrain
-from metalab.training.pretrain import PretrainConfig, pretrain_classifier, pretrain_regressor
+from metalab.training import pretrain
+from metalab.training.pretrain import (
+    pretrain_classifier,
+    pretrain_regressor,
+)
 
 WAYS, SHOTS, QUERIES, SIZE, TASKS = 3, 2, 4, 8, 3
 
@@ -51,14 +56,20 @@ def params_of(model):
     return {name: p.detach().clone() for name, p in model.named_parameters()}
 
 
-def all_steps(learner, start, episode, config, batching="vmap", noise=None):
+def all_steps(learner, start, episode, config, batching="vmap"):
     return [{n: p.clone() for n, p in params.items()}
-            for params in finetune_steps(learner, start, episode.support_x, episode.support_y, config, noise, batching)]
+            for params in finetune_steps(learner, start, episode.support_x, episode.support_y, config, batching)]
+
+
+def finetune_scores(learner, start, episodes, config, rows, batching="vmap"):
+    """[len(rows), episodes]: scores after each number of steps in rows, by the FineTuning method's own path."""
+    method = FineTuning(learner, config, batching, scored=tuple(rows))
+    return per_episode_scores({"theta": start}, method, episodes, config.steps)[rows]
 
 
 def test_class_means_head_at_zero_steps_is_the_nearest_class_mean_classifier():
     model, episode = tiny_conv(), tiny_episode()
-    learner = Learner(model, cross_entropy)
+    learner = classification(model)
     body = model[:-1]
     for normalized in (False, True):
         config = FinetuneConfig(head_init="normalized_class_means" if normalized else "class_means", steps=0)
@@ -150,12 +161,11 @@ def test_functional_adam_equals_torch_adam():
 @pytest.mark.parametrize("optimizer", ["sgd", "adam"])
 def test_vmap_over_tasks_equals_the_per_task_loop(optimizer):
     model, episode = tiny_conv(seed=2), tiny_episode(seed=2)
-    learner, start = Learner(model, cross_entropy), params_of(model)
-    config = FinetuneConfig(head_init="random", steps=3, optimizer=optimizer, head_lr=0.1, body_lr=0.05,
+    learner, start = classification(model), params_of(model)
+    config = FinetuneConfig(head_init="class_means", steps=3, optimizer=optimizer, head_lr=0.1, body_lr=0.05,
                             layer_decay=0.5, unfreeze_every=1, weight_decay=0.01)
-    noise = ft.random_head_noise(model, 0, 0, TASKS).double()
-    runs = {b: all_steps(learner, start, episode, config, b, noise) for b in ("vmap", "loop")}
-    for by_vmap, by_loop in zip(runs["vmap"], runs["loop"]):
+    runs = {b: all_steps(learner, start, episode, config, b) for b in ("vmap", "loop")}
+    for by_vmap, by_loop in zip(runs["vmap"], runs["loop"], strict=True):
         for name in by_loop:
             torch.testing.assert_close(by_vmap[name], by_loop[name], rtol=1e-9, atol=1e-12)
     scores = {b: finetune_scores(learner, start, [episode], config, [0, 3], b) for b in ("vmap", "loop")}
@@ -177,11 +187,11 @@ def test_sgd_from_a_maml_theta_keeping_its_head_is_maml_adaptation():
 
 def test_scores_do_not_depend_on_how_episodes_are_batched():
     model, episode = tiny_conv(seed=4), tiny_episode(seed=4, tasks=4)
-    learner = Learner(model, cross_entropy)
-    config = FinetuneConfig(head_init="random", steps=2, head_lr=0.1, body_lr=0.01)
-    whole = finetune_scores(learner, params_of(model), [episode], config, [0, 1, 2], seed=7)
+    learner = classification(model)
+    config = FinetuneConfig(head_init="normalized_class_means", steps=2, head_lr=0.1, body_lr=0.01)
+    whole = finetune_scores(learner, params_of(model), [episode], config, [0, 1, 2])
     halves = finetune_scores(learner, params_of(model), [episode.tasks(0, 2), episode.tasks(2, 4)], config,
-                             [0, 1, 2], seed=7)
+                             [0, 1, 2])
     assert whole.shape == (3, 4)
     np.testing.assert_allclose(whole, halves, rtol=1e-12)
 
@@ -217,11 +227,11 @@ def fake_problem(monkeypatch):
         model = conv4(config.ways, hidden=config.hidden, pooling=config.pooling, image_size=SIZE)
         tasks = {part: RecordedTasks(part, synthetic_tasks(i, config.ways, config.shots, config.queries), log)
                  for i, part in enumerate(parts)}
-        return Problem(Learner(model, cross_entropy), tasks)
+        return Problem(classification(model), tasks)
 
     # Modules that bind `build_problem` by name at import must be imported before the patch, or they would
     # keep the fake for the rest of the session.
-    import metalab.evaluation.report  # noqa: F401
+    import metalab.evaluation.checkpoints  # noqa: F401
     import metalab.training.loop  # noqa: F401
 
     monkeypatch.setattr("metalab.problem.build_problem", build)
@@ -251,9 +261,9 @@ def test_grid_search_sees_only_validation_episodes_then_the_test_is_scored(tmp_p
 def test_grid_search_returns_the_best_row():
     model = tiny_conv(seed=5)
     tasks = synthetic_tasks(5, WAYS, 1, 3)
-    best, rows = grid_search(Learner(model.float(), cross_entropy), params_of(model.float()), tasks,
+    best, rows = grid_search(classification(model.float()), params_of(model.float()), tasks,
                              FinetuneConfig(body_lr=0.0), {"head_lr": [0.0, 0.5], "head_init": ["zero"],
-                                                           "steps": [0, 3]}, episodes=5, seed=1, maximize=True)
+                                                           "steps": [0, 3]}, episodes=5, seed=1)
     top = max(rows, key=lambda row: row["mean"])
     assert (best.head_lr, best.steps, best.head_init) == (top["head_lr"], top["steps"], "zero")
     assert len(rows) == 4 and rows[0]["mean"] == pytest.approx(1 / WAYS)  # a zero head at 0 steps: all tied
@@ -266,7 +276,7 @@ def test_maml_checkpoint_as_start_and_its_head_limit(tmp_path, fake_problem, cap
     common = ["finetune", "--init", f"maml:{tmp_path / 'maml.pt'}", "--episodes", "2", "--threads", "1",
               "--head-init", "keep", "--steps", "1"]
     assert main(common + ["--ways", "3"]) == 0  # fewer ways: the head's first rows
-    assert "after  1 steps: accuracy" in capsys.readouterr().out
+    assert "after  1 fine-tuning steps: accuracy" in capsys.readouterr().out
     assert main(common + ["--ways", "7"]) == 2
     assert "which has 5 outputs, but the tasks are 7-way; use --ways 5 or fewer" in capsys.readouterr().err
     assert main(["finetune", "--init", f"pretrained:{tmp_path / 'maml.pt'}"]) == 2
@@ -302,9 +312,10 @@ def test_class_means_on_regression_and_a_non_sequential_network_are_refused():
 
 
 def test_cli_flags_cover_the_config_fields():
-    assert [name for name, _, _ in FINETUNE_FLAGS] == [f.name for f in dataclasses.fields(FinetuneConfig)]
-    assert [name for name, _, _ in PRETRAIN_FLAGS] == [f.name for f in dataclasses.fields(PretrainConfig)][1:]
-    assert CLI_BATCHING == ft.BATCHING
+    commands = next(a for a in build_parser()._actions if a.dest == "command").choices
+    for command, settings in (("finetune", FinetuneConfig), ("pretrain", PretrainConfig)):
+        flags = {option for action in commands[command]._actions for option in action.option_strings}
+        assert {"--" + f.name.replace("_", "-") for f in dataclasses.fields(settings)} <= flags, command
 
 
 # ---- pre-training --------------------------------------------------------------------------------------------
@@ -370,7 +381,7 @@ def test_sinusoid_pretraining_then_finetuning_through_the_commands(tmp_path, cap
                  "--optimizer", "sgd", "--every-step", "--threads", "1", "--save-scores", str(scores)])
     assert code == 0
     printed = capsys.readouterr().out
-    assert "10-shot sinusoid, 3 test episodes" in printed and "after  2 steps: MSE" in printed
+    assert "10-shot sinusoid, 3 test episodes" in printed and "after  2 fine-tuning steps: MSE" in printed
     assert np.load(scores).shape == (3, 3)
 
 

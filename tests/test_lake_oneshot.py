@@ -18,9 +18,9 @@ import torch
 from PIL import Image
 
 from metalab.data import lake_oneshot
+from metalab.data.episode import Episode
 from metalab.data.lake_oneshot import as_episode, format_table, load_runs, score
 from metalab.data.omniglot import Preprocessing, preprocess_image
-from metalab.data.tasks import Episode
 from metalab.errors import MetalabError
 
 SOURCE = "images_background_small2"

@@ -21,7 +21,13 @@ import pytest
 from PIL import Image
 
 from metalab.data import omniglot
-from metalab.data.omniglot import CACHE_FORMAT, Omniglot, Preprocessing, load_omniglot, preprocess_image
+from metalab.data.omniglot import (
+    CACHE_FORMAT,
+    Omniglot,
+    Preprocessing,
+    load_omniglot,
+    preprocess_image,
+)
 from metalab.errors import MetalabError
 
 SMALL1, SMALL2 = "images_background_small1", "images_background_small2"

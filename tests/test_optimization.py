@@ -4,19 +4,23 @@ The reference below is a plainly written unrolled inner loop: its own forward pa
 (no functional_call, no torch.func), torch.autograd.grad with create_graph for the inner steps.
 """
 
-from functools import partial
-
 import pytest
 import torch
 import torch.nn.functional as F
 from conftest import DEVICES
 
-from metalab.data.tasks import Episode
+from metalab.data.episode import Episode
 from metalab.errors import MetalabError
-from metalab.methods.learner import Learner, copy_parameters, cross_entropy, mse
+from metalab.methods.learner import (
+    ACCURACY,
+    MSE,
+    Learner,
+    copy_parameters,
+    cross_entropy,
+    mse,
+)
 from metalab.methods.optimization import GradientMethod, InnerLoop, init_meta, task_loss
 from metalab.models.networks import conv4, mlp
-from metalab.training.meta_step import accumulate_meta_gradient
 
 WAYS, SHOTS, QUERIES, SIZE, TASKS, ALPHA = 3, 2, 3, 8, 3, 0.3
 
@@ -65,12 +69,16 @@ def reference_meta_gradient(model, episode, steps, first_order=False, pooling=Fa
     return torch.autograd.grad(total / episode.batch_size, theta)
 
 
-def metalab_meta_gradient(model, episode, steps, method="maml", batching="loop", lr_shape="element"):
+def metalab_meta_gradient(model, episode, steps, method="maml", batching="loop", lr_shape="element", step=0,
+                          first_order_warmup=0):
+    """meta with .grad of the mean query loss, through the seam the training loop uses (GradientMethod.meta_loss)."""
     inner = InnerLoop(method, ALPHA, lr_shape)
-    learner = Learner(model, cross_entropy)
+    gradient_method = GradientMethod(Learner(model, cross_entropy), inner, train_steps=steps, batching=batching,
+                                     first_order_warmup=first_order_warmup)
     meta = init_meta(model, inner)
     meta = {g: {n: p.detach().double().requires_grad_(True) for n, p in ps.items()} for g, ps in meta.items()}
-    accumulate_meta_gradient(partial(task_loss, learner=learner, inner=inner, steps=steps), meta, episode, batching)
+    loss, _ = gradient_method.meta_loss(meta, episode, step)
+    loss.backward()
     return meta
 
 
@@ -89,7 +97,7 @@ def test_maml_equals_unrolled_reference(steps, pooling, batching, norm, device):
     model, episode = tiny_problem(pooling=pooling, norm=norm)
     expected = reference_meta_gradient(model, episode, steps, pooling=pooling)
     got = theta_grads(metalab_meta_gradient(model.to(device), episode.to(device), steps, batching=batching))
-    for e, g in zip(expected, got):
+    for e, g in zip(expected, got, strict=True):
         torch.testing.assert_close(g.cpu(), e, rtol=1e-6, atol=1e-10)
 
 
@@ -136,7 +144,7 @@ def test_first_order_equals_detached_reference_and_differs_from_second_order():
     expected = reference_meta_gradient(model, episode, steps=2, first_order=True)
     got = theta_grads(metalab_meta_gradient(model, episode, steps=2, method="fomaml"))
     second = theta_grads(metalab_meta_gradient(model, episode, steps=2, method="maml"))
-    for e, g in zip(expected, got):
+    for e, g in zip(expected, got, strict=True):
         torch.testing.assert_close(g, e, rtol=1e-6, atol=1e-10)
     difference = max((a - b).abs().max().item() for a, b in zip(got, second))
     assert difference > 1e-4
@@ -147,17 +155,17 @@ def test_metasgd_at_its_initial_rates_equals_maml(lr_shape):
     model, episode = tiny_problem(seed=4)
     maml = theta_grads(metalab_meta_gradient(model, episode, steps=2))
     meta = metalab_meta_gradient(model, episode, steps=2, method="metasgd", lr_shape=lr_shape)
-    for a, b in zip(maml, theta_grads(meta)):
+    for a, b in zip(maml, theta_grads(meta), strict=True):
         torch.testing.assert_close(b, a, rtol=1e-10, atol=1e-12)
     # The learned rates get a meta-gradient of their own.
-    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in meta["inner_lr"].values())
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in meta["learned_lr"].values())
 
 
 def test_learned_update_at_initialization_equals_maml():
     model, episode = tiny_problem(seed=5)
     maml = theta_grads(metalab_meta_gradient(model, episode, steps=2))
     meta = metalab_meta_gradient(model, episode, steps=2, method="learned_update")
-    for a, b in zip(maml, theta_grads(meta)):
+    for a, b in zip(maml, theta_grads(meta), strict=True):
         torch.testing.assert_close(b, a, rtol=1e-10, atol=1e-12)
     assert meta["update_net"]["w2"].grad.abs().sum() > 0
 
@@ -169,15 +177,15 @@ def test_vmap_over_tasks_equals_loop_for_the_sinusoid_mlp():
     x = torch.rand(5, 20, 1, generator=g, dtype=torch.float64) * 10 - 5
     y = torch.sin(x) * torch.rand(5, 1, 1, generator=g, dtype=torch.float64) * 5
     episode = Episode(x[:, :10], y[:, :10], x[:, 10:], y[:, 10:])
-    inner, learner = InnerLoop("maml", 0.01), Learner(model, mse)
     grads = {}
     for batching in ("loop", "vmap"):
+        method = GradientMethod(Learner(model, mse), InnerLoop("maml", 0.01), train_steps=2, batching=batching)
         meta = {"theta": {n: p.detach().clone().requires_grad_(True) for n, p in model.named_parameters()}}
-        loss, _ = accumulate_meta_gradient(partial(task_loss, learner=learner, inner=inner, steps=2), meta, episode,
-                                           batching)
-        grads[batching] = (loss, [p.grad for p in meta["theta"].values()])
+        loss, _ = method.meta_loss(meta, episode, step=0)
+        loss.backward()
+        grads[batching] = (loss.item(), [p.grad for p in meta["theta"].values()])
     assert grads["vmap"][0] == pytest.approx(grads["loop"][0], rel=1e-12)
-    for a, b in zip(grads["loop"][1], grads["vmap"][1]):
+    for a, b in zip(grads["loop"][1], grads["vmap"][1], strict=True):
         torch.testing.assert_close(b, a, rtol=1e-9, atol=1e-12)
 
 
@@ -194,9 +202,10 @@ def test_a_users_own_module_works_through_functional_call():
     model = Tiny().double()
     x = torch.linspace(-1, 1, 8, dtype=torch.float64).view(1, 8, 1)
     episode = Episode(x[:, :4], x[:, :4] ** 2, x[:, 4:], x[:, 4:] ** 2)
-    inner, learner = InnerLoop("maml", 0.1), Learner(model, mse)
+    inner = InnerLoop("maml", 0.1)
     meta = init_meta(model, inner)
-    loss, _ = accumulate_meta_gradient(partial(task_loss, learner=learner, inner=inner, steps=1), meta, episode)
+    loss, _ = GradientMethod(Learner(model, mse), inner).meta_loss(meta, episode, step=0)
+    loss.backward()
     assert all(p.grad is not None for p in meta["theta"].values())
     # the module itself is untouched
     assert all(p.grad is None for p in model.parameters())
@@ -209,8 +218,8 @@ def test_evaluation_with_tasks_batched_by_vmap_equals_the_loop():
     regressor = mlp(1, 40).double()
     x = torch.rand(TASKS, 20, 1, dtype=torch.float64) * 10 - 5
     waves = Episode(x[:, :10], torch.sin(x[:, :10]), x[:, 10:], torch.sin(x[:, 10:]))
-    for network, loss, batch in ((model, cross_entropy, episode), (regressor, mse, waves)):
-        learner = Learner(network, loss)
+    for network, loss, metric, batch in ((model, cross_entropy, ACCURACY, episode), (regressor, mse, MSE, waves)):
+        learner = Learner(network, loss, metric)
         meta = {"theta": copy_parameters(network)}
         loop, vmapped = (GradientMethod(learner, InnerLoop("maml", ALPHA), batching=batching).scores(meta, batch, 3)
                          for batching in ("loop", "vmap"))
@@ -236,3 +245,37 @@ def test_vmap_over_torchs_batch_norm_is_refused_with_the_fix():
     model, _ = tiny_problem(norm="batch")
     with pytest.raises(MetalabError, match="SetBatchNorm in the network, or --task-batching loop"):
         GradientMethod(Learner(model, cross_entropy), InnerLoop("maml", ALPHA), batching="vmap")
+
+
+def test_first_order_warmup_is_first_order_before_its_step_and_second_order_from_it():
+    model, episode = tiny_problem(seed=6)
+    fomaml = theta_grads(metalab_meta_gradient(model, episode, steps=2, method="fomaml"))
+    maml = theta_grads(metalab_meta_gradient(model, episode, steps=2))
+    during = theta_grads(metalab_meta_gradient(model, episode, steps=2, step=4, first_order_warmup=5))
+    after = theta_grads(metalab_meta_gradient(model, episode, steps=2, step=5, first_order_warmup=5))
+    for first, second, warm, later in zip(fomaml, maml, during, after, strict=True):
+        torch.testing.assert_close(warm, first, rtol=1e-10, atol=1e-12)
+        torch.testing.assert_close(later, second, rtol=1e-10, atol=1e-12)
+
+
+def test_the_loops_stand_in_loss_has_the_mean_loss_and_the_per_task_gradients():
+    """With tasks in a loop, meta_loss frees each task's graph at once and returns a stand-in: its value is the
+    mean query loss, its gradient the mean of the per-task gradients (here against vmap's plain mean)."""
+    model, episode = tiny_problem(seed=7, norm="set_batch")
+    learner = Learner(model, cross_entropy, ACCURACY)
+    results = {}
+    for batching in ("loop", "vmap"):
+        meta = init_meta(model, InnerLoop("maml", ALPHA))
+        meta = {g: {n: p.detach().double().requires_grad_(True) for n, p in ps.items()} for g, ps in meta.items()}
+        loss, score = GradientMethod(learner, InnerLoop("maml", ALPHA), batching=batching).meta_loss(meta, episode, 0)
+        loss.backward()
+        results[batching] = loss.item(), score.item(), theta_grads(meta)
+    assert results["loop"][:2] == pytest.approx(results["vmap"][:2], rel=1e-12)
+    expected = [torch.zeros_like(p) for p in results["loop"][2]]
+    for t in range(TASKS):
+        meta = init_meta(model, InnerLoop("maml", ALPHA))
+        meta = {g: {n: p.detach().double().requires_grad_(True) for n, p in ps.items()} for g, ps in meta.items()}
+        task_loss(meta, tuple(x[t] for x in episode), learner, InnerLoop("maml", ALPHA), 1)[0].backward()
+        expected = [e + p.grad / TASKS for e, p in zip(expected, meta["theta"].values(), strict=True)]
+    for got, want in zip(results["loop"][2], expected, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)

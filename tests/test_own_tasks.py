@@ -3,8 +3,6 @@
 import re
 from pathlib import Path
 
-import torch
-
 README = Path(__file__).resolve().parents[1] / "README.md"
 
 
@@ -20,4 +18,3 @@ def test_readme_example_of_own_tasks_runs(tmp_path, monkeypatch):
     # Ten steps of adaptation on a line must beat none.
     assert results[10].mean < results[0].mean
     assert (tmp_path / "runs" / "lines" / "best.pt").exists()
-    assert isinstance(namespace["episode"].support_x, torch.Tensor)

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
+from metalab.data.episode import fixed_episodes, generator_for
 from metalab.data.sinusoid import SinusoidTasks
-from metalab.data.tasks import fixed_episodes, generator_for
 from metalab.errors import MetalabError
 
 

@@ -5,8 +5,16 @@ import numpy as np
 import pytest
 
 from metalab.data.omniglot import Omniglot
-from metalab.data.splits import (BACKGROUND, EVALUATION, PARTS, SMALL1, SMALL2, describe, keep_train_alphabets,
-                                  make_split)
+from metalab.data.splits import (
+    BACKGROUND,
+    EVALUATION,
+    PARTS,
+    SMALL1,
+    SMALL2,
+    describe,
+    keep_train_alphabets,
+    make_split,
+)
 from metalab.errors import MetalabError
 
 # The 20 held-out validation characters of `minimal` (SPLIT_SEED = 0). Pinned: a change here silently

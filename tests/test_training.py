@@ -6,10 +6,12 @@ import pytest
 import torch
 from conftest import DEVICES
 
+from metalab import checkpoint
 from metalab.cli.main import main
 from metalab.config import preset
 from metalab.errors import MetalabError
-from metalab.training import checkpoint, loop
+from metalab.methods.optimization import GradientMethod
+from metalab.training import loop
 
 SINUSOID = preset("sinusoid-maml").replace(steps=30, val_every=10, checkpoint_every=5, log_every=5, val_episodes=5,
                                            meta_batch_size=4, threads=1)
@@ -24,20 +26,18 @@ def test_resume_after_a_crash_reaches_the_uninterrupted_result(tmp_path, monkeyp
     config = SINUSOID.replace(device=device)
     loop.train(config, tmp_path / "straight")
 
-    real_step = loop.accumulate_meta_gradient
-    calls = {"n": 0}
+    real_meta_loss = GradientMethod.meta_loss
 
-    def crash_at_step_18(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 18:
+    def crash_at_step_18(self, meta, episode, step):
+        if step == 17:
             raise KeyboardInterrupt("simulated crash")
-        return real_step(*args, **kwargs)
+        return real_meta_loss(self, meta, episode, step)
 
-    monkeypatch.setattr(loop, "accumulate_meta_gradient", crash_at_step_18)
+    monkeypatch.setattr(GradientMethod, "meta_loss", crash_at_step_18)
     with pytest.raises(KeyboardInterrupt):
         loop.train(config, tmp_path / "resumed")
     assert checkpoint.load(tmp_path / "resumed" / "last.pt")["step"] == 15
-    monkeypatch.setattr(loop, "accumulate_meta_gradient", real_step)
+    monkeypatch.undo()
     loop.train(config, tmp_path / "resumed", resume=True)
 
     straight, resumed = final_meta(tmp_path / "straight"), final_meta(tmp_path / "resumed")
@@ -107,12 +107,15 @@ def test_bad_overrides_are_clear_errors(capsys):
     assert main(["train", "--preset", "sinusoid-maml", "--method", "nope"]) == 2
     assert "--method must be one of" in capsys.readouterr().err
     assert main(["train", "--preset", "sinusoid-maml", "--meta-batch-size", "0"]) == 2
+    assert "--meta-batch-size must be a positive finite number, got 0" in capsys.readouterr().err
+    assert main(["train", "--preset", "sinusoid-maml", "--meta-lr", "nan"]) == 2
+    assert "--meta-lr must be a positive finite number, got nan" in capsys.readouterr().err
     assert main(["train", "--preset", "sinusoid-maml", "--device", "gpu"]) == 2
     assert "--device must be cpu, cuda or cuda:N, got 'gpu'" in capsys.readouterr().err
     assert main(["train", "--preset", "sinusoid-maml", "--train-alphabets", "2"]) == 2
     assert "do not apply to sinusoids" in capsys.readouterr().err
     assert main(["train", "--preset", "omniglot-demo", "--train-alphabets", "-1"]) == 2
-    assert "--train-alphabets must be >= 0" in capsys.readouterr().err
+    assert "--train-alphabets must be a finite number >= 0, got -1" in capsys.readouterr().err
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA device")

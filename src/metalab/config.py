@@ -1,16 +1,19 @@
-"""Every setting of a training run, in one typed dataclass, and the named presets.
+"""Every setting of a run, in typed dataclasses, and the named presets.
 
-`metalab train --preset NAME --field value ...` starts from a preset and overrides fields by name.
+`metalab train --preset NAME --field value ...` starts from a preset and overrides fields by name; `metalab
+pretrain` and `metalab finetune` do the same with PretrainConfig and FinetuneConfig. This module imports no
+torch, so the command line builds its flags from these fields at once.
 """
 
 import dataclasses
+import math
 import re
 from dataclasses import dataclass
 
 from metalab.errors import MetalabError
 
-GRADIENT_METHODS = ("maml", "fomaml", "metasgd", "learned_update")  # methods/optimization.py
-BLACK_BOX_METHODS = ("lstm", "mann", "average", "attention")  # methods/blackbox.py, models/blackbox.py
+TASK_BATCHING = ("loop", "vmap")  # how a method maps over the tasks of a batch (methods/batching.py)
+HEAD_INITS = ("zero", "class_means", "normalized_class_means", "keep")  # fine-tuning heads (methods/heads.py)
 
 
 @dataclass(frozen=True)
@@ -28,13 +31,13 @@ class Config:
     # model
     hidden: int = 64  # Conv4 channels, or the MLP's width
     pooling: bool = True  # Conv4 with max-pooling; False: the MAML paper's stride-2 convolutions
-    # method and inner loop
-    method: str = "maml"  # maml | fomaml | metasgd | learned_update | lstm | mann | average | attention
+    # method (methods/registry.py) and its inner loop
+    method: str = "maml"  # maml | fomaml | metasgd | learned_update | lstm | mann | average | attention | yours
     inner_lr: float = 0.4
     inner_steps: int = 1  # during meta-training
     eval_inner_steps: int = 3  # at validation and evaluation
     lr_shape: str = "element"  # Meta-SGD learned rates: element | tensor
-    first_order_warmup: int = 0  # meta-steps of first-order MAML before second order (buys speed)
+    first_order_warmup: int = 0  # MAML: meta-steps of first-order MAML before second order (buys speed)
     # black-box learners (models/blackbox.py); Conv4's width and pooling are `hidden` and `pooling` above
     embedding: str = "conv4"  # how images are embedded: conv4 | pixels (raw, the LSTM homework baseline)
     width: int = 128  # LSTM / controller / encoder / transformer width
@@ -47,7 +50,7 @@ class Config:
     meta_lr: float = 1e-3
     lr_schedule: str = "cosine"  # cosine (to 0 at `steps`) | constant
     grad_clip: float = 10.0  # max global norm of the meta-gradient; 0 disables clipping
-    task_batching: str = "loop"  # loop | vmap (training/meta_step.py, measured there); black-box learners batch tasks
+    task_batching: str = "loop"  # loop | vmap: a measured choice per problem and device (docs/performance.md)
     # validation, checkpoints, logs
     val_every: int = 500
     val_episodes: int = 200
@@ -59,33 +62,96 @@ class Config:
     out_dir: str = ""  # default runs/<preset>
 
     def __post_init__(self):
-        choices = {"problem": ("omniglot", "sinusoid"), "method": GRADIENT_METHODS + BLACK_BOX_METHODS,
-                   "embedding": ("conv4", "pixels"),
-                   "lr_schedule": ("cosine", "constant"), "task_batching": ("loop", "vmap"),
-                   "lr_shape": ("element", "tensor"), "split": ("minimal", "lake", "vinyals")}
-        for name, allowed in choices.items():
-            if getattr(self, name) not in allowed:
-                raise MetalabError(f"--{name.replace('_', '-')} must be one of {allowed}, got {getattr(self, name)!r}")
-        for name in ("ways", "shots", "queries", "hidden", "width", "layers", "memory_slots", "steps",
-                     "meta_batch_size", "val_every", "val_episodes", "checkpoint_every", "log_every"):
-            if getattr(self, name) <= 0:
-                raise MetalabError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
-        for name in ("inner_steps", "eval_inner_steps", "first_order_warmup", "threads", "train_alphabets"):
-            if getattr(self, name) < 0:
-                raise MetalabError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
-        if self.embedding_from and self.method not in BLACK_BOX_METHODS:
-            raise MetalabError(f"--embedding-from warm-starts a black-box learner's embedding; {self.method} has none")
+        _check_choices(self, {"problem": ("omniglot", "sinusoid"), "embedding": ("conv4", "pixels"),
+                              "lr_schedule": ("cosine", "constant"), "task_batching": TASK_BATCHING,
+                              "lr_shape": ("element", "tensor"), "split": ("minimal", "lake", "vinyals")})
+        _check_numbers(self, positive=("ways", "shots", "queries", "hidden", "width", "layers", "memory_slots",
+                                       "steps", "meta_batch_size", "val_every", "val_episodes", "checkpoint_every",
+                                       "log_every", "inner_lr", "meta_lr"),
+                       at_least_zero=("inner_steps", "eval_inner_steps", "first_order_warmup", "threads",
+                                      "train_alphabets", "seed", "grad_clip", "augment"))
+        if not self.method:
+            raise MetalabError("--method must name a method (methods/registry.py), got an empty string")
         if self.problem != "omniglot" and (self.mirrors or self.augment or self.train_alphabets):
             raise MetalabError("--mirrors, --augment and --train-alphabets act on Omniglot's classes; they do not "
                                "apply to sinusoids")
-        if not 0 <= self.augment <= 2:
+        if self.augment > 2:
             raise MetalabError(f"--augment must be in [0, 2] (0 disables it), got {self.augment}")
         check_device(self.device)
-        if self.inner_lr <= 0 or self.meta_lr <= 0:
-            raise MetalabError("--inner-lr and --meta-lr must be positive")
 
     def replace(self, **changes) -> "Config":
         return dataclasses.replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    problem: str = "omniglot"  # omniglot | sinusoid
+    split: str = "minimal"  # omniglot: minimal | lake | vinyals; its meta-train characters are the classes
+    rotations: bool = True  # omniglot: rotated characters (90/180/270) as extra classes, as in meta-training
+    hidden: int = 32  # Conv4 channels (32 and no pooling: as the Omniglot presets), or the MLP's width
+    pooling: bool = False
+    val_drawers: int = 4  # omniglot: the last drawers of every class, held out for early stopping
+    batch_size: int = 128  # omniglot: images per step; sinusoid: tasks per step (each gives shots + queries points)
+    steps_per_epoch: int = 1000  # sinusoid only (fresh tasks never run out); an omniglot epoch is one pass
+    val_episodes: int = 200  # sinusoid: validation tasks
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    max_epochs: int = 40
+    patience: int = 3  # epochs without a better validation score before stopping
+    seed: int = 0
+    threads: int = 0  # torch CPU threads; 0 = one per core
+    device: str = "cpu"  # cpu | cuda | cuda:N
+
+    def __post_init__(self):
+        _check_choices(self, {"problem": ("omniglot", "sinusoid"), "split": ("minimal", "lake", "vinyals")})
+        _check_numbers(self, positive=("hidden", "val_drawers", "batch_size", "steps_per_epoch", "val_episodes",
+                                       "max_epochs", "patience", "lr"),
+                       at_least_zero=("weight_decay", "threads", "seed"))
+        check_device(self.device)
+
+    def replace(self, **changes) -> "PretrainConfig":
+        return dataclasses.replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    """Fine-tuning on each task's support set (methods/finetune.py)."""
+
+    head_init: str = "class_means"  # zero | class_means | normalized_class_means | keep
+    steps: int = 50
+    optimizer: str = "adam"  # sgd | adam
+    head_lr: float = 1e-2
+    body_lr: float = 1e-3  # of the top body block; 0 trains the head alone
+    layer_decay: float = 1.0  # a block d blocks below the top learns at body_lr * layer_decay**d
+    freeze_blocks: int = 0  # the first (lowest) body blocks that never change
+    unfreeze_every: int = 0  # G > 0: head alone for G steps, then one more block (top down) every G steps
+    weight_decay: float = 0.0
+
+    def __post_init__(self):
+        _check_choices(self, {"head_init": HEAD_INITS, "optimizer": ("sgd", "adam")})
+        _check_numbers(self, positive=(), at_least_zero=("steps", "head_lr", "body_lr", "layer_decay",
+                                                        "freeze_blocks", "unfreeze_every", "weight_decay"))
+
+    def replace(self, **changes) -> "FinetuneConfig":
+        return dataclasses.replace(self, **changes)
+
+
+def _check_choices(config, choices: dict[str, tuple]) -> None:
+    for name, allowed in choices.items():
+        if getattr(config, name) not in allowed:
+            raise MetalabError(f"--{_flag(name)} must be one of {allowed}, got {getattr(config, name)!r}")
+
+
+def _check_numbers(config, positive: tuple[str, ...], at_least_zero: tuple[str, ...]) -> None:
+    for name in positive + at_least_zero:
+        value = getattr(config, name)
+        if not math.isfinite(value) or value < 0 or (value == 0 and name in positive):
+            kind = "a positive finite number" if name in positive else "a finite number >= 0"
+            raise MetalabError(f"--{_flag(name)} must be {kind}, got {value}")
+
+
+def _flag(name: str) -> str:
+    return name.replace("_", "-")
 
 
 def check_device(device: str) -> None:
@@ -97,9 +163,8 @@ _SINUSOID = Config(problem="sinusoid", shots=10, queries=10, hidden=40, inner_lr
                    eval_inner_steps=10, steps=70_000, meta_batch_size=25, meta_lr=1e-3, lr_schedule="constant",
                    grad_clip=0.0, task_batching="vmap", val_every=2000, val_episodes=200, checkpoint_every=2000,
                    log_every=100)
-# Omniglot on 2 CPU cores. Bought speed, stated in the README: the MAML paper's stride-2 Conv4 (~3x cheaper
-# than max-pooling here), 32 channels, 5 queries per class, 16 tasks per meta-batch. Tasks batched by vmap:
-# at these sizes 2x faster than the loop on 2 CPU cores, 9x on a GPU (benchmarks/bench_batching.py).
+# Omniglot on 2 CPU cores, settings that buy speed (docs/performance.md): the MAML paper's stride-2 Conv4,
+# 32 channels, 5 queries per class, 16 tasks per meta-batch, tasks batched by vmap.
 _OMNIGLOT = Config(hidden=32, pooling=False, queries=5, meta_batch_size=16, steps=8000, meta_lr=1e-3,
                    inner_lr=0.4, inner_steps=1, eval_inner_steps=3, val_every=500, checkpoint_every=500,
                    task_batching="vmap")
@@ -114,7 +179,7 @@ PRESETS: dict[str, Config] = {
     "omniglot-5w1s-metasgd": _OMNIGLOT.replace(method="metasgd"),
     "omniglot-5w1s-learned": _OMNIGLOT.replace(method="learned_update"),
     "omniglot-5w5s-maml": _OMNIGLOT.replace(shots=5),
-    # 8 tasks of 20 ways: vmap no faster than the loop on 2 CPU cores (bench_batching.py); on a GPU pass vmap
+    # 8 tasks of 20 ways: vmap is no faster than the loop on 2 CPU cores; on a GPU pass vmap
     "omniglot-20w1s-maml": _OMNIGLOT.replace(ways=20, inner_lr=0.1, meta_batch_size=8, task_batching="loop"),
     # Black-box learners: first-order training, so many more (cheaper) meta-steps than MAML in the same time.
     "omniglot-5w1s-lstm": _BLACK_BOX.replace(method="lstm"),
@@ -127,6 +192,12 @@ PRESETS: dict[str, Config] = {
     "sinusoid-attention": _SINUSOID.replace(method="attention", width=128, grad_clip=10.0, task_batching="loop"),
     # The README's main job: a few minutes of second-order MAML on 2 cores.
     "omniglot-demo": _OMNIGLOT.replace(steps=1000, val_every=250, checkpoint_every=250, val_episodes=100),
+}
+
+PRETRAIN_PRESETS = {
+    "omniglot": PretrainConfig(),
+    # The MAML paper's regressor (2 x 40 ReLU), 25 tasks of 20 points per step.
+    "sinusoid": PretrainConfig(problem="sinusoid", hidden=40, batch_size=25, max_epochs=30),
 }
 
 

@@ -1,5 +1,6 @@
 """Pictures: sampled episodes and learning curves (matplotlib, headless)."""
 
+import json
 from pathlib import Path
 
 import matplotlib
@@ -7,8 +8,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from metalab.data.atomic import atomic_path  # noqa: E402
-from metalab.data.tasks import Episode  # noqa: E402
+from metalab.atomic import atomic_path  # noqa: E402
+from metalab.data.episode import Episode  # noqa: E402
 
 
 def episode_grid(episode: Episode, path: Path, max_queries: int = 10) -> Path:
@@ -37,13 +38,10 @@ def episode_grid(episode: Episode, path: Path, max_queries: int = 10) -> Path:
     return path
 
 
-def learning_curves(metrics_path: Path, path: Path, problem: str) -> Path:
-    """Training loss and validation score against meta-steps and against wall time."""
-    import json
-
+def learning_curves(metrics_path: Path, path: Path, label: str) -> Path:
+    """Training loss and validation score (named `label`, e.g. accuracy) against meta-steps and wall time."""
     records = [json.loads(line) for line in Path(metrics_path).read_text().splitlines() if line]
     val = [r for r in records if "val" in r]
-    label = "accuracy" if problem == "omniglot" else "MSE"
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
     axes[0].plot([r["step"] for r in records], [r["loss"] for r in records], lw=0.8)
     axes[0].set(xlabel="meta-step", ylabel="meta-train query loss", yscale="log")

@@ -1,28 +1,34 @@
-"""From a Config to the concrete problem: task distributions, network and loss."""
+"""From a Config to the concrete problem: task distributions, and the Learner (network, loss, metric)."""
 
 from dataclasses import dataclass
 
-from metalab.config import BLACK_BOX_METHODS, Config
+from metalab.config import Config
 from metalab.data.augment import AugmentedTasks
-from metalab.data.episodes import ROTATIONS, omniglot_tasks
+from metalab.data.classification import ROTATIONS, omniglot_tasks
+from metalab.data.episode import TaskDistribution
 from metalab.data.sinusoid import SinusoidTasks
 from metalab.data.splits import keep_train_alphabets, load_split_data
-from metalab.data.tasks import TaskDistribution
-from metalab.methods.learner import Learner, cross_entropy, mse
-from metalab.models.blackbox import blackbox_model
+from metalab.methods import registry
+from metalab.methods.learner import Learner, classification, regression
+from metalab.models.learners import blackbox_model
 from metalab.models.networks import conv4, mlp
+
+# Evaluation query-set sizes, whatever the training used: 15 per class is the field's standard for Omniglot;
+# 100 points per sinusoid task make each task's MSE a low-noise estimate.
+EVAL_QUERIES = {"omniglot": 15, "sinusoid": 100}
 
 
 @dataclass
 class Problem:
-    learner: Learner  # the network (or black-box learner) and its loss
+    learner: Learner  # the network (or black-box learner), its loss and metric
     tasks: dict[str, TaskDistribution]  # "train", "val", "test"
 
 
 def build_problem(config: Config, data_dir=None, parts=("train", "val", "test")) -> Problem:
+    blackbox = registry.entry(config.method).blackbox  # an unknown method fails here, before any data is read
     if config.problem == "sinusoid":
         tasks = SinusoidTasks(config.shots, config.queries)
-        return Problem(Learner(_network(config, x_shape=(1,), outputs=1), mse), {part: tasks for part in parts})
+        return Problem(regression(_network(config, blackbox, x_shape=(1,), outputs=1)), dict.fromkeys(parts, tasks))
     data, split = load_split_data(config.split, data_dir)
     if config.train_alphabets:
         split = keep_train_alphabets(split, data, config.train_alphabets)
@@ -34,20 +40,19 @@ def build_problem(config: Config, data_dir=None, parts=("train", "val", "test"))
                                      mirrors=training and config.mirrors)
         if training and config.augment > 0:
             tasks[part] = AugmentedTasks(tasks[part], config.augment)
-    return Problem(Learner(_network(config, x_shape=(1, 28, 28), outputs=config.ways), cross_entropy), tasks)
+    return Problem(classification(_network(config, blackbox, x_shape=(1, 28, 28), outputs=config.ways)), tasks)
 
 
-def _network(config: Config, x_shape: tuple, outputs: int):
-    classification = config.problem == "omniglot"
-    if config.method in BLACK_BOX_METHODS:
-        return blackbox_model(config.method, x_shape, label_dim=outputs, out_dim=outputs,
-                              classification=classification,
-                              embedding=config.embedding if classification else "mlp", hidden=config.hidden,
+def _network(config: Config, blackbox: bool, x_shape: tuple, outputs: int):
+    images = len(x_shape) == 3
+    if blackbox:
+        return blackbox_model(config.method, x_shape, label_dim=outputs, out_dim=outputs, classification=images,
+                              embedding=config.embedding if images else "mlp", hidden=config.hidden,
                               pooling=config.pooling, width=config.width, layers=config.layers,
                               memory_slots=config.memory_slots)
-    if classification:
-        # vmap differentiates the written-out batch norm exactly, torch's own not (models/networks.py); the loop
-        # keeps torch's, faster on a CPU. The two are the same function with the same parameters.
+    if images:
+        # The one place the norm layer is chosen: vmap differentiates the written-out batch norm exactly, torch's
+        # own not (docs/design.md); the loop keeps torch's, faster on a CPU. Same function, same parameters.
         norm = "set_batch" if config.task_batching == "vmap" else "batch"
         return conv4(outputs, hidden=config.hidden, pooling=config.pooling, norm=norm)
     return mlp(1, config.hidden)

@@ -45,8 +45,8 @@ def run_info(args) -> None:
 
 
 def run_show(args) -> None:
-    from metalab.data.episodes import omniglot_tasks
-    from metalab.data.tasks import generator_for
+    from metalab.data.classification import omniglot_tasks
+    from metalab.data.episode import generator_for
     from metalab.plots import episode_grid
 
     data, split = load_split_data(args.split, args.data_dir, not args.no_download)

@@ -13,47 +13,12 @@ import dataclasses
 import time
 from pathlib import Path
 
-from metalab.cli.train import _boolean
+from metalab.cli.flags import add_fields, boolean, given
+from metalab.config import PRETRAIN_PRESETS, TASK_BATCHING, FinetuneConfig, PretrainConfig
 from metalab.errors import MetalabError
 
-# The flags of the config fields, listed here rather than read from the dataclasses so that building the
-# parser imports no torch (`metalab --help` stays fast); a test checks they match the fields. Defaults live in
-# the dataclasses: a flag not given keeps its field's default.
-PRETRAIN_FLAGS = (  # training.pretrain.PretrainConfig, except problem (--problem picks the preset)
-    ("split", str, "omniglot split whose meta-train characters are the classes: minimal | lake | vinyals"),
-    ("rotations", _boolean, "rotated characters as extra classes: true | false"),
-    ("hidden", int, "Conv4 channels or MLP width (preset: 32 omniglot, 40 sinusoid)"),
-    ("pooling", _boolean, "Conv4 with max-pooling (true) or stride-2 convolutions (false, the presets')"),
-    ("val_drawers", int, "omniglot: drawers of each class held out for early stopping (4: drawers 17-20)"),
-    ("batch_size", int, "omniglot: images per step; sinusoid: tasks per step"),
-    ("steps_per_epoch", int, "sinusoid: steps per epoch"),
-    ("val_episodes", int, "sinusoid: validation tasks"),
-    ("lr", float, "Adam learning rate"),
-    ("weight_decay", float, "Adam weight decay"),
-    ("max_epochs", int, "at most this many epochs"),
-    ("patience", int, "stop after this many epochs without a better validation score"),
-    ("seed", int, "initialization and data order"),
-    ("threads", int, "torch CPU threads (0: one per core)"),
-    ("device", str, "cpu | cuda | cuda:N (default cpu)"),
-)
-FINETUNE_FLAGS = (  # methods.finetune.FinetuneConfig
-    ("head_init", str, "zero | random | class_means | normalized_class_means | keep (default: class_means; "
-                       "keep for sinusoid)"),
-    ("steps", int, "optimizer steps on each task's support set"),
-    ("optimizer", str, "sgd | adam"),
-    ("head_lr", float, "learning rate of the output layer"),
-    ("body_lr", float, "learning rate of the top body block (0: train the head alone)"),
-    ("layer_decay", float, "a block d blocks below the top learns at body_lr * layer_decay**d"),
-    ("freeze_blocks", int, "the lowest blocks that never change"),
-    ("unfreeze_every", int, "G > 0: the head alone for G steps, then one more block, top down, every G steps"),
-    ("weight_decay", float, "L2 penalty added to the gradient"),
-)
-BATCHING = ("vmap", "loop")  # methods.finetune.BATCHING
-
 # Searched by --grid unless --grid-set replaces a field's values; the "steps" values come from one run of each
-# combination. Both class-means heads: on meta-validation 5-way 1-shot with the minimal split's pretrained
-# backbone, nearest class mean by cosine scored 89.6% at 0 steps, by Euclidean distance 87.4% (whose 1-shot
-# support loss is ~0, so it never moves), a zero head trained 50 steps 87.8% (100 episodes, +-1.3%).
+# combination. Why these: docs/results.md (fine-tuning).
 DEFAULT_GRIDS = {
     "omniglot": {"head_init": ["class_means", "normalized_class_means", "zero"], "head_lr": [1e-3, 1e-2],
                  "body_lr": [0.0, 1e-4, 1e-3], "steps": [0, 10, 25, 50]},
@@ -64,11 +29,11 @@ DEFAULT_GRIDS = {
 
 def add_commands(commands) -> None:
     pretrain = commands.add_parser("pretrain", help="supervised pre-training of the backbone for fine-tuning")
-    pretrain.add_argument("--problem", default="omniglot", choices=("omniglot", "sinusoid"),
+    pretrain.add_argument("--problem", default="omniglot", choices=sorted(PRETRAIN_PRESETS),
                           help="the preset to start from (default omniglot)")
     pretrain.add_argument("--out", default="runs/pretrain", help="folder for pretrained.pt (default runs/pretrain)")
     pretrain.add_argument("--data-dir", help="folder of the Omniglot archives")
-    _add_flags(pretrain, PRETRAIN_FLAGS)
+    add_fields(pretrain, PretrainConfig, skip=("problem",))
     pretrain.set_defaults(run=run_pretrain)
 
     finetune = commands.add_parser("finetune", help="fine-tune per task from the support set; mean and 95%% CI")
@@ -80,9 +45,9 @@ def add_commands(commands) -> None:
     finetune.add_argument("--episodes", type=int, default=1000, help="meta-test episodes (default 1000)")
     finetune.add_argument("--seed", type=int, default=0, help="fixes the test episodes, as for `metalab eval`")
     for name, kind, text in (("--problem", str, "omniglot | sinusoid"), ("--split", str, "minimal | lake | vinyals"),
-                             ("--hidden", int, "width"), ("--pooling", _boolean, "true | false")):
+                             ("--hidden", int, "width"), ("--pooling", boolean, "true | false")):
         finetune.add_argument(name, type=kind, help=f"--init random only: {text} (a checkpoint fixes it)")
-    _add_flags(finetune, FINETUNE_FLAGS)
+    add_fields(finetune, FinetuneConfig)
     finetune.add_argument("--grid", action="store_true", help="choose the settings on meta-validation episodes")
     finetune.add_argument("--grid-set", action="append", default=[], metavar="FIELD=V1,V2",
                           help="the values --grid tries for one field (repeatable); default grid: " +
@@ -92,7 +57,7 @@ def add_commands(commands) -> None:
     finetune.add_argument("--grid-out", default="runs/finetune/grid.csv",
                           help="where the grid's table (CSV) goes (default runs/finetune/grid.csv)")
     finetune.add_argument("--every-step", action="store_true", help="score after 0, 1, ..., steps steps")
-    finetune.add_argument("--batching", default="vmap", choices=BATCHING, help="tasks at once (vmap) or in turn")
+    finetune.add_argument("--batching", default="vmap", choices=TASK_BATCHING, help="tasks at once (vmap) or in turn")
     finetune.add_argument("--save-scores", help="per-episode scores (.npy, [steps+1 or 1, episodes]) for "
                           "`metalab compare`")
     finetune.add_argument("--data-dir")
@@ -101,20 +66,10 @@ def add_commands(commands) -> None:
     finetune.set_defaults(run=run_finetune)
 
 
-def _add_flags(parser, flags) -> None:
-    for name, kind, text in flags:
-        parser.add_argument("--" + name.replace("_", "-"), type=kind, help=text,
-                            metavar="{true,false}" if kind is _boolean else None)
-
-
-def _given(args, flags) -> dict:
-    return {name: getattr(args, name) for name, _, _ in flags if getattr(args, name) is not None}
-
-
 def run_pretrain(args) -> None:
-    from metalab.training.pretrain import PRESETS, pretrain
+    from metalab.training.pretrain import pretrain
 
-    config = PRESETS[args.problem].replace(**_given(args, PRETRAIN_FLAGS))
+    config = PRETRAIN_PRESETS[args.problem].replace(**given(args, PretrainConfig, skip=("problem",)))
     print(f"pre-training the {args.problem} backbone into {args.out}")
     state = pretrain(config, args.out, args.data_dir)
     print(f"done: {Path(args.out) / 'pretrained.pt'}, best val {state['metric']} {state['val']:.4f} "
@@ -124,14 +79,15 @@ def run_pretrain(args) -> None:
 def run_finetune(args) -> None:
     import numpy as np
 
-    from metalab.data.tasks import fixed_episodes
-    from metalab.evaluation.report import EVAL_QUERIES
-    from metalab.evaluation.stats import mean_ci
-    from metalab.methods.finetune import FinetuneConfig, finetune_scores, grid_search
+    from metalab.data.episode import VAL_SEED, fixed_episodes
+    from metalab.evaluation.evaluate import per_episode_scores
+    from metalab.evaluation.grid_search import grid_search
+    from metalab.evaluation.report import report
+    from metalab.methods.finetune import FineTuning
     from metalab.methods.learner import copy_parameters
     from metalab.models.networks import reinitialize
-    from metalab.problem import build_problem
-    from metalab.training.loop import VAL_SEED, configure_torch
+    from metalab.problem import EVAL_QUERIES, build_problem
+    from metalab.runtime import configure_torch
 
     for name in ("episodes", "grid_episodes"):
         if getattr(args, name) <= 0:
@@ -140,7 +96,7 @@ def run_finetune(args) -> None:
     config = config.replace(ways=args.ways, shots=args.shots or (10 if config.problem == "sinusoid" else 1),
                             queries=args.queries or EVAL_QUERIES[config.problem], threads=args.threads,
                             device=args.device or config.device)
-    device = configure_torch(config)
+    device = configure_torch(config.threads, config.device)
     problem = build_problem(config, args.data_dir, parts=("val", "test") if args.grid else ("test",))
     if start is None:
         reinitialize(problem.learner.model, args.seed)
@@ -149,38 +105,36 @@ def run_finetune(args) -> None:
     start = {name: p.to(device) for name, p in start.items()}
     regression = config.problem == "sinusoid"
     settings = FinetuneConfig(**{"head_init": "keep" if regression else "class_means",
-                                 **_given(args, FINETUNE_FLAGS)})
+                                 **given(args, FinetuneConfig)})
     if args.grid:
         grid = {**DEFAULT_GRIDS[config.problem], **_grid_settings(args.grid_set)}
         began = time.perf_counter()
         settings, rows = grid_search(problem.learner, start, problem.tasks["val"], settings, grid,
-                                     args.grid_episodes, VAL_SEED, maximize=not regression, table=Path(args.grid_out),
-                                     batching=args.batching)
+                                     args.grid_episodes, VAL_SEED, table=Path(args.grid_out), batching=args.batching)
         print(f"grid search: {len(rows)} settings on {args.grid_episodes} meta-validation episodes, "
               f"{time.perf_counter() - began:.0f} s, table in {args.grid_out}")
         for row in sorted(rows, key=lambda r: r["mean"], reverse=not regression)[:5]:
             print("  " + ", ".join(f"{k}={row[k]}" for k in grid) + f": {row['mean']:.4f} ± {row['ci95']:.4f}")
     record_at = list(range(settings.steps + 1)) if args.every_step else [settings.steps]
+    method = FineTuning(problem.learner, settings, args.batching, scored=tuple(record_at))
     began = time.perf_counter()
-    scores = finetune_scores(problem.learner, start, fixed_episodes(problem.tasks["test"], args.seed, args.episodes),
-                             settings, record_at, args.batching, args.seed)
-    what = "MSE" if regression else "accuracy"
+    scores = per_episode_scores({"theta": start}, method, fixed_episodes(problem.tasks["test"], args.seed,
+                                                                         args.episodes), settings.steps)
     task = (f"{config.shots}-shot sinusoid" if regression
             else f"{config.ways}-way {config.shots}-shot {config.queries}-query")
     print(f"{args.init}: fine-tuning {_describe(settings)}; {task}, {args.episodes} test episodes "
           f"(seed {args.seed}), {time.perf_counter() - began:.0f} s")
-    for steps, row in zip(record_at, scores):
-        estimate = mean_ci(row)
-        print(f"  after {steps:2d} steps: {what} {estimate if regression else estimate.as_percent()}")
+    report(scores, record_at, problem.learner.metric, method.step_name)
     if args.save_scores:
-        np.save(args.save_scores, scores)
+        np.save(args.save_scores, scores[record_at])
 
 
 def starting_point(args):
     """(problem Config, start parameters) from --init; None for --init random (made once the network is)."""
-    from metalab.config import BLACK_BOX_METHODS, Config
-    from metalab.evaluation.report import load_trained
-    from metalab.training import checkpoint
+    from metalab import checkpoint
+    from metalab.config import Config
+    from metalab.evaluation.checkpoints import load_trained
+    from metalab.methods import registry
     from metalab.training.pretrain import KIND
 
     kind, _, path = args.init.partition(":")
@@ -210,7 +164,7 @@ def starting_point(args):
         raise MetalabError(f"{path} is not a meta-training checkpoint; for one written by `metalab pretrain` use "
                            f"--init pretrained:{path}")
     config, meta, _ = load_trained(path)
-    if config.method in BLACK_BOX_METHODS:
+    if registry.entry(config.method).blackbox:
         raise MetalabError(f"{path} holds a black-box learner ({config.method}); fine-tuning starts from a network's "
                            "parameters: a `metalab pretrain` checkpoint or a MAML-family one")
     return config, meta["theta"]
@@ -218,15 +172,16 @@ def starting_point(args):
 
 def _grid_settings(texts: list[str]) -> dict[str, list]:
     """["head_lr=0.001,0.01", ...] -> {"head_lr": [0.001, 0.01]}, each value of its field's type."""
-    fields = {name: kind for name, kind, _ in FINETUNE_FLAGS}
+    kinds = {f.name: {"int": int, "float": float}.get(getattr(f.type, "__name__", f.type), str)
+             for f in dataclasses.fields(FinetuneConfig)}
     grid = {}
     for text in texts:
         name, _, values = text.partition("=")
         name = name.strip().replace("-", "_")
-        if name not in fields or not values:
-            raise MetalabError(f"--grid-set takes FIELD=V1,V2,... with FIELD one of {sorted(fields)}, got {text!r}")
+        if name not in kinds or not values:
+            raise MetalabError(f"--grid-set takes FIELD=V1,V2,... with FIELD one of {sorted(kinds)}, got {text!r}")
         try:
-            grid[name] = [fields[name](value.strip()) for value in values.split(",")]
+            grid[name] = [kinds[name](value.strip()) for value in values.split(",")]
         except ValueError as error:
             raise MetalabError(f"--grid-set {text!r}: {error}") from error
     return grid

@@ -3,23 +3,30 @@
 import argparse
 import sys
 
+from metalab import __version__
 from metalab.errors import MetalabError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from metalab.cli import data, finetune, report, train
+    from metalab.cli import data, evaluate, finetune, table, train
 
     parser = argparse.ArgumentParser(prog="metalab", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
+    parser.add_argument("--version", action="version", version=f"metalab {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     data.add_commands(commands)
     train.add_commands(commands)
+    evaluate.add_commands(commands)
     finetune.add_commands(commands)
-    report.add_commands(commands)
+    table.add_commands(commands)
     return parser
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
     try:
         return args.run(args) or 0
     except MetalabError as error:

@@ -1,9 +1,8 @@
-"""`metalab train --preset NAME [--field value ...]` and `metalab eval CHECKPOINT`."""
+"""`metalab train --preset NAME [--field value ...]`: meta-train a method from a preset with overrides."""
 
-import dataclasses
-import json
 from pathlib import Path
 
+from metalab.cli.flags import add_fields, given
 from metalab.config import PRESETS, Config, preset
 
 
@@ -12,83 +11,15 @@ def add_commands(commands) -> None:
     train.add_argument("--preset", required=True, choices=sorted(PRESETS))
     train.add_argument("--resume", action="store_true", help="continue from out_dir/last.pt")
     train.add_argument("--data-dir", help="folder of the Omniglot archives")
-    for field in dataclasses.fields(Config):
-        flag = "--" + field.name.replace("_", "-")
-        if field.type is bool or field.type == "bool":
-            train.add_argument(flag, type=_boolean, metavar="{true,false}", default=None)
-        else:
-            train.add_argument(flag, type=_type_of(field), default=None)
+    add_fields(train, Config)
     train.set_defaults(run=run_train)
-
-    ev = commands.add_parser("eval", help="evaluate a checkpoint on held-out episodes (mean and 95%% CI)")
-    ev.add_argument("checkpoint")
-    ev.add_argument("--ways", type=int, help="default: as trained")
-    ev.add_argument("--shots", type=int, help="default: as trained")
-    ev.add_argument("--queries", type=int, help="default: 15 per class (omniglot), 100 points (sinusoid)")
-    ev.add_argument("--steps", type=int, help="inner steps (default: eval_inner_steps of the run)")
-    ev.add_argument("--inner-lr", type=float, help="MAML/FOMAML inner learning rate (default: as trained)")
-    ev.add_argument("--episodes", type=int, default=1000)
-    ev.add_argument("--seed", type=int, default=0, help="fixes the episodes: same seed, same episodes for every method")
-    ev.add_argument("--part", default="test", choices=("test", "val"))
-    ev.add_argument("--data-dir")
-    ev.add_argument("--device", help="default: as trained (cpu or cuda)")
-    ev.add_argument("--threads", type=int, help="torch CPU threads (default: one per core)")
-    ev.add_argument("--save-scores", help="write per-episode scores (.npy) for paired comparisons")
-    ev.add_argument("--json", help="write the results as JSON")
-    ev.set_defaults(run=run_eval)
-
-    compare = commands.add_parser("compare", help="paired difference of two methods on the same episodes")
-    compare.add_argument("scores_a", help=".npy written by `metalab eval --save-scores`")
-    compare.add_argument("scores_b")
-    compare.add_argument("--step-a", type=int, default=-1, help="inner steps of A to compare (default: the last)")
-    compare.add_argument("--step-b", type=int, default=-1)
-    compare.set_defaults(run=run_compare)
-
-
-def _type_of(field):
-    return {"int": int, "float": float, "str": str}.get(getattr(field.type, "__name__", field.type), str)
-
-
-def _boolean(text: str) -> bool:
-    if text.lower() in ("true", "1", "yes"):
-        return True
-    if text.lower() in ("false", "0", "no"):
-        return False
-    raise ValueError(text)
 
 
 def run_train(args) -> None:
     from metalab.training.loop import train
 
-    overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(Config) if getattr(args, f.name) is not None}
-    config = preset(args.preset).replace(**overrides)
+    config = preset(args.preset).replace(**given(args, Config))
     out_dir = Path(config.out_dir or f"runs/{args.preset}")
     print(f"training {args.preset} into {out_dir}")
     train(config, out_dir, resume=args.resume, data_dir=args.data_dir)
     print(f"done: {out_dir}/best.pt, {out_dir}/curves.png")
-
-
-def run_eval(args) -> None:
-    from metalab.evaluation.report import evaluate_checkpoint
-
-    results = evaluate_checkpoint(args.checkpoint, ways=args.ways, shots=args.shots, queries=args.queries,
-                                  steps=args.steps, inner_lr=args.inner_lr, episodes=args.episodes, seed=args.seed,
-                                  part=args.part, data_dir=args.data_dir, save_scores=args.save_scores,
-                                  device=args.device, threads=args.threads)
-    if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=2))
-
-
-def run_compare(args) -> None:
-    import numpy as np
-
-    from metalab.errors import MetalabError
-    from metalab.evaluation.stats import mean_ci, paired_difference
-
-    a, b = np.load(args.scores_a)[args.step_a], np.load(args.scores_b)[args.step_b]
-    if a.shape != b.shape:
-        raise MetalabError(f"{args.scores_a} has {a.size} episodes and {args.scores_b} has {b.size}; a paired "
-                           "comparison needs the same episodes (same --episodes, --seed, ways, shots, queries)")
-    print(f"A {args.scores_a}: {mean_ci(a)}")
-    print(f"B {args.scores_b}: {mean_ci(b)}")
-    print(f"A - B (paired over {a.size} episodes): {paired_difference(a, b)}")

@@ -17,7 +17,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from metalab.data.tasks import Episode, TaskDistribution
+from metalab.data.episode import Episode, TaskDistribution
 from metalab.errors import MetalabError
 
 CLASS_ROTATION = math.radians(15)

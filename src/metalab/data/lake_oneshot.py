@@ -29,8 +29,8 @@ import torch
 from PIL import Image
 
 from metalab.data import download, paths
+from metalab.data.episode import Episode
 from metalab.data.omniglot import SOURCE_SIZE, Preprocessing, preprocess_image
-from metalab.data.tasks import Episode
 from metalab.errors import MetalabError
 
 WAYS = 20  # classes per run; also the number of test items per run
@@ -270,10 +270,8 @@ class _ZipTree(_Tree):
         self.path = path
         self.archive = zipfile.ZipFile(path)
         files = [n for n in self.archive.namelist() if not n.endswith("/") and not n.startswith("__MACOSX/")]
-        tops = {n.split("/")[0] for n in files if "/" in n and _RUN.match(n.split("/")[0])}
-        if tops:
-            self.prefix = ""
-        else:
+        self.prefix = ""
+        if not any("/" in n and _RUN.match(n.split("/")[0]) for n in files):  # run folders one level down
             holders = {n.split("/")[0] for n in files if n.count("/") >= 2 and _RUN.match(n.split("/")[1])}
             if len(holders) > 1:
                 self.archive.close()

@@ -17,8 +17,8 @@ import filelock
 import numpy as np
 from PIL import Image
 
+from metalab.atomic import atomic_path
 from metalab.data import download, paths
-from metalab.data.atomic import atomic_path
 from metalab.errors import MetalabError
 
 SOURCE_SIZE = 105

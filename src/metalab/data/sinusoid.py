@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import torch
 
-from metalab.data.tasks import Episode
+from metalab.data.episode import Episode
 from metalab.errors import MetalabError
 
 

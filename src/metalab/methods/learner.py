@@ -1,9 +1,8 @@
-"""What every method is given: a stateless network, a loss, and the score reported for a task."""
+"""What every method is given: a stateless network, a loss, and the metric a task is scored by."""
 
 from dataclasses import dataclass
 from typing import Callable
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
@@ -12,27 +11,50 @@ Params = dict[str, Tensor]
 
 
 @dataclass(frozen=True)
+class Metric:
+    """How a task's query predictions are scored, and which way is better."""
+
+    name: str  # as printed: "accuracy", "MSE", ...
+    higher_is_better: bool
+    of: Callable[[Tensor, Tensor, Tensor], Tensor]  # (prediction, target, loss) -> scalar score
+
+
+ACCURACY = Metric("accuracy", True, lambda prediction, target, loss: (prediction.argmax(-1) == target).float().mean())
+MSE = Metric("MSE", False, lambda prediction, target, loss: loss.detach())
+
+
+@dataclass(frozen=True)
 class Learner:
-    """The problem as the methods see it: a stateless network and a loss."""
+    """The problem as the methods see it: a stateless network, its loss and its metric."""
 
     model: nn.Module  # used only through functional_call; must update no buffers in place
     loss: Callable[[Tensor, Tensor], Tensor]  # (prediction [n, ...], target [n, ...]) -> scalar
+    metric: Metric = MSE
 
     def predict(self, phi: Params, x: Tensor) -> Tensor:
         """predict(phi, query): the network's output [n, out] for inputs x [n, ...]."""
         return functional_call(self.model, phi, (x,))
 
+    def loss_and_score(self, phi: Params, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        """The loss of phi's predictions for x [n, ...] against y [n, ...], and their score (detached)."""
+        prediction = self.predict(phi, x)
+        loss = self.loss(prediction, y)
+        return loss, self.metric.of(prediction, y, loss)
+
+
+def classification(model: nn.Module) -> Learner:
+    """Class scores [n, ways] against labels [n]: cross-entropy, scored by accuracy."""
+    return Learner(model, cross_entropy, ACCURACY)
+
+
+def regression(model: nn.Module) -> Learner:
+    """Predictions [n, d] against targets [n, d]: mean squared error, scored by itself."""
+    return Learner(model, mse, MSE)
+
 
 def copy_parameters(model: nn.Module) -> Params:
     """The model's current parameters as detached copies, by name: a starting point that owns its memory."""
     return {name: p.detach().clone() for name, p in model.named_parameters()}
-
-
-def score(prediction: Tensor, target: Tensor, loss: Tensor) -> Tensor:
-    """Accuracy for class labels, else the loss itself (MSE for regression)."""
-    if target.dtype == torch.int64:
-        return (prediction.argmax(-1) == target).float().mean()
-    return loss.detach()
 
 
 def cross_entropy(prediction, target):

@@ -1,42 +1,35 @@
-"""The one interface the shared meta-training loop, evaluation and checkpoints need from a method.
+"""The one seam between the shared loop, evaluation and checkpoints, and every method.
 
-Optimization-based methods (methods/optimization.py: GradientMethod) and black-box learners
-(methods/blackbox.py: BlackBoxMethod) both provide it; `make_method` picks one from a Config.
+A method is an object with these members; methods/registry.py maps a name to the function that builds one
+from a Config and the Learner. Meta-parameters are groups of named tensors, {group: {name: tensor}}, with
+meta["theta"] always one of them; everything else a method learns is another group (Meta-SGD's learned
+rates, the learned update network), so checkpoints, optimizers and distribution treat every method alike.
 """
 
-from typing import Callable, Protocol
+from typing import Protocol
 
 from torch import Tensor
 
-from metalab.config import BLACK_BOX_METHODS, Config
-from metalab.data.tasks import Episode
-from metalab.methods.blackbox import BlackBoxMethod
-from metalab.methods.learner import Learner, Params
-from metalab.methods.optimization import GradientMethod, InnerLoop
+from metalab.data.episode import Episode
+from metalab.methods.learner import Params
+
+MetaParams = dict[str, Params]
 
 
 class Method(Protocol):
-    batching: str  # how training/meta_step.py runs task_loss over a batch: "loop", "vmap" or "batched"
-    eval_steps: int  # inner steps at validation (0 for black-box learners)
+    eval_steps: int  # adaptation steps at validation and by default at evaluation (0: none, one score row)
+    step_name: str  # what a step of adaptation is, as printed ("inner steps"); "" when there are none
 
-    def init_meta(self) -> dict[str, Params]:
-        """Fresh meta-parameters: groups of named tensors that require grad; meta["theta"] is always one."""
+    def init_meta(self) -> MetaParams:
+        """Fresh meta-parameters that require grad."""
         ...
 
-    def task_loss(self, step: int) -> Callable:
-        """For meta-training step `step`: `task_loss(meta, task) -> (loss, score)` for one task, or per-task
-        [B] losses and scores of a whole batch when batching is "batched"."""
+    def meta_loss(self, meta: MetaParams, episode: Episode, step: int) -> tuple[Tensor, Tensor]:
+        """(mean query loss over the episode's tasks, differentiable w.r.t. meta; mean score, detached) at
+        meta-training step `step`, however the method batches tasks inside."""
         ...
 
-    def scores(self, meta, episode: Episode, steps: int) -> Tensor:
-        """[rows, B] held-out scores, without gradients: after 0..steps inner steps (rows = steps + 1), or a
-        single row for methods without inner steps."""
+    def scores(self, meta: MetaParams, episode: Episode, steps: int) -> Tensor:
+        """[steps + 1, B] each task's query score after 0..steps adaptation steps, without gradients to meta;
+        [1, B] for a method without steps."""
         ...
-
-
-def make_method(config: Config, learner: Learner) -> Method:
-    if config.method in BLACK_BOX_METHODS:
-        return BlackBoxMethod(learner, embedding_from=config.embedding_from)
-    return GradientMethod(learner, InnerLoop(config.method, config.inner_lr, config.lr_shape),
-                          train_steps=config.inner_steps, eval_steps=config.eval_inner_steps,
-                          first_order_warmup=config.first_order_warmup, batching=config.task_batching)

@@ -2,8 +2,7 @@
 
 Conv4: 4 x [3x3 conv, batch norm, ReLU, 2x2 max-pool] then a linear layer. The pooling variant applies the
 max-pool before the ReLU: the same function (max commutes with the monotone ReLU) and the same gradients, with
-the ReLU on a quarter of the values (a second-order MAML step of 8 tasks took 17% less time at 1 CPU thread,
-11% less at 2, measured side by side in one process).
+the ReLU on a quarter of the values, which is cheaper (docs/performance.md).
 `pooling=False` gives the MAML paper's Omniglot variant, stride-2 convolutions instead of pooling.
 Batch norm always normalizes with the statistics of the set it is applied to (no running averages, so
 no state is carried between tasks), as in the MAML paper. Black-box learners embed each image on its own
@@ -40,9 +39,8 @@ class SetBatchNorm(nn.Module):
     by the mean and (biased) variance over n, H and W, then scaled by `weight` [C] and shifted by `bias` [C].
 
     nn.BatchNorm2d(track_running_stats=False) computes the same function; it is written out here because
-    torch.func.vmap's second-order gradient through the native batch_norm operator is wrong (off by 3e-3 to 3e-2,
-    relative, in float64; benchmarks/bench_batching.py), while through these plain operations it is exact
-    (tests/test_optimization.py).
+    torch.func.vmap's second-order gradient through the native batch_norm operator is wrong (docs/design.md,
+    benchmarks/bench_batching.py), while through these plain operations it is exact (tests/test_optimization.py).
     """
 
     def __init__(self, channels: int, eps: float = 1e-5):

@@ -4,7 +4,6 @@ Each step draws its tasks from a generator seeded by (seed, step), so a run is a
 config: resuming from a checkpoint, or sharding a step's tasks over processes, computes the same thing.
 """
 
-import ctypes
 import dataclasses
 import json
 import math
@@ -14,43 +13,18 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from metalab import checkpoint
 from metalab.config import Config
-from metalab.data.tasks import fixed_episodes, generator_for
+from metalab.data.episode import VAL_SEED, fixed_episodes, generator_for
 from metalab.errors import MetalabError
 from metalab.evaluation.evaluate import evaluate
-from metalab.methods.method import make_method
+from metalab.methods.registry import make_method
 from metalab.models.networks import reinitialize
+from metalab.plots import learning_curves
 from metalab.problem import Problem, build_problem
-from metalab.training import checkpoint
-from metalab.training.meta_step import accumulate_meta_gradient
+from metalab.runtime import configure_torch
 
-TRAIN_STREAM, VAL_SEED = 0, 1_000_003  # validation episodes: a fixed set, never the test seed
-
-
-def configure_torch(config) -> torch.device:
-    """Threads and device from any config with `threads` and `device` (Config, PretrainConfig)."""
-    _keep_freed_memory()
-    if config.threads:
-        torch.set_num_threads(config.threads)
-    if config.device.startswith("cuda") and not torch.cuda.is_available():
-        raise MetalabError(f"--device {config.device} asked for, but this machine has no CUDA device; use --device cpu")
-    return torch.device(config.device)
-
-
-def _keep_freed_memory() -> None:
-    """Ask glibc to keep freed blocks instead of returning them to the kernel at once.
-
-    A meta-step allocates and frees the same few-MB activations over and over; by default glibc maps
-    and unmaps each, and the page faults of touching fresh pages cost ~30% of an evaluation (measured).
-    A no-op where the C library is not glibc.
-    """
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:
-        return
-    m_trim_threshold, m_mmap_threshold = -1, -3
-    libc.mallopt(m_mmap_threshold, 1 << 30)
-    libc.mallopt(m_trim_threshold, 1 << 30)
+TRAIN_STREAM = 0  # meta-training tasks of step t come from generator_for(seed, TRAIN_STREAM, t)
 
 
 def meta_parameters(meta: dict) -> list[torch.Tensor]:
@@ -63,11 +37,12 @@ def train(config: Config, out_dir: Path, resume: bool = False, data_dir=None, pr
     `problem` replaces the one built from the config: your own task distributions and network (whose
     initialization is drawn again from `config.seed`); the method is the config's (`method`, `inner_lr`, ...).
     """
-    device = configure_torch(config)
+    device = configure_torch(config.threads, config.device)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     problem = problem or build_problem(config, data_dir, parts=("train", "val"))
     method = make_method(config, problem.learner)
+    metric = problem.learner.metric
     # The initialization comes from the seed, not from whatever state torch's global generator was in when the
     # network was built (this torch seeds it differently in every process).
     reinitialize(problem.learner.model, config.seed)
@@ -110,7 +85,9 @@ def train(config: Config, out_dir: Path, resume: bool = False, data_dir=None, pr
         episode = problem.tasks["train"].sample(generator_for(config.seed, TRAIN_STREAM, step),
                                                 config.meta_batch_size).to(device)
         optimizer.zero_grad(set_to_none=True)
-        loss, score = accumulate_meta_gradient(method.task_loss(step), meta, episode, method.batching)
+        loss, score = method.meta_loss(meta, episode, step)
+        loss.backward()
+        loss, score = loss.item(), score.item()
         if not math.isfinite(loss):
             raise MetalabError(f"the meta-training loss became {loss} at step {step}; lower --meta-lr or "
                                f"--inner-lr (now {config.meta_lr} and {config.inner_lr}) or enable --grad-clip")
@@ -126,10 +103,10 @@ def train(config: Config, out_dir: Path, resume: bool = False, data_dir=None, pr
             bar.set_postfix(loss=f"{loss:.3f}", score=f"{score:.3f}")
         if done % config.val_every == 0 or done == config.steps:
             record["val"] = evaluate(meta, method, val_set, [method.eval_steps])[method.eval_steps].mean
-            improved = best is None or _better(record["val"], best, config)
+            improved = best is None or _better(record["val"], best, metric.higher_is_better)
             if improved:
                 best = record["val"]
-            bar.write(f"step {done}: val {'accuracy' if config.problem == 'omniglot' else 'MSE'} "
+            bar.write(f"step {done}: val {metric.name} "
                       f"{record['val']:.4f}{' (best)' if improved else ''}")
             if improved:
                 checkpoint.save(out_dir / "best.pt", _state(config, meta, optimizer, scheduler, done, best))
@@ -143,14 +120,12 @@ def train(config: Config, out_dir: Path, resume: bool = False, data_dir=None, pr
             checkpoint.save(out_dir / "last.pt", _state(config, meta, optimizer, scheduler, done, best))
     log.close()
     writer.close()
-    from metalab.plots import learning_curves
-
-    learning_curves(out_dir / "metrics.jsonl", out_dir / "curves.png", config.problem)
+    learning_curves(out_dir / "metrics.jsonl", out_dir / "curves.png", metric.name)
     return out_dir
 
 
-def _better(value: float, best: float, config: Config) -> bool:
-    return value > best if config.problem == "omniglot" else value < best
+def _better(value: float, best: float, higher_is_better: bool) -> bool:
+    return value > best if higher_is_better else value < best
 
 
 def _schedule(config: Config):

@@ -17,7 +17,6 @@ Training stops after `patience` epochs without improvement, or after `max_epochs
 import copy
 import dataclasses
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -25,66 +24,23 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from metalab.config import check_device
-from metalab.data.episodes import ROTATIONS, class_table
+from metalab import checkpoint
+from metalab.config import PretrainConfig
+from metalab.data.classification import ROTATIONS, class_table
+from metalab.data.episode import VAL_SEED, fixed_episodes, generator_for
 from metalab.data.sinusoid import SinusoidTasks
 from metalab.data.splits import load_split_data
-from metalab.data.tasks import fixed_episodes, generator_for
 from metalab.errors import MetalabError
 from metalab.models.networks import conv4, mlp
-from metalab.training import checkpoint
-from metalab.training.loop import VAL_SEED, configure_torch
+from metalab.runtime import configure_torch
 
 KIND = "pretrained"  # the checkpoint's "kind", so a fine-tuning start can tell it from a meta-training one
 VAL_BATCH = 512  # validation images per forward pass
 
 
-@dataclass(frozen=True)
-class PretrainConfig:
-    problem: str = "omniglot"  # omniglot | sinusoid
-    split: str = "minimal"  # omniglot: minimal | lake | vinyals; its meta-train characters are the classes
-    rotations: bool = True  # omniglot: rotated characters (90/180/270) as extra classes, as in meta-training
-    hidden: int = 32  # Conv4 channels (32 and no pooling: as the Omniglot presets), or the MLP's width
-    pooling: bool = False
-    val_drawers: int = 4  # omniglot: the last drawers of every class, held out for early stopping
-    batch_size: int = 128  # omniglot: images per step; sinusoid: tasks per step (each gives shots + queries points)
-    steps_per_epoch: int = 1000  # sinusoid only (fresh tasks never run out); an omniglot epoch is one pass
-    val_episodes: int = 200  # sinusoid: validation tasks
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    max_epochs: int = 40
-    patience: int = 3  # epochs without a better validation score before stopping
-    seed: int = 0
-    threads: int = 0  # torch CPU threads; 0 = one per core
-    device: str = "cpu"  # cpu | cuda | cuda:N
-
-    def __post_init__(self):
-        choices = {"problem": ("omniglot", "sinusoid"), "split": ("minimal", "lake", "vinyals")}
-        for name, allowed in choices.items():
-            if getattr(self, name) not in allowed:
-                raise MetalabError(f"--{name} must be one of {allowed}, got {getattr(self, name)!r}")
-        for name in ("hidden", "val_drawers", "batch_size", "steps_per_epoch", "val_episodes", "max_epochs",
-                     "patience"):
-            if getattr(self, name) <= 0:
-                raise MetalabError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
-        if self.lr <= 0 or self.weight_decay < 0 or self.threads < 0:
-            raise MetalabError("--lr must be positive, --weight-decay and --threads >= 0")
-        check_device(self.device)
-
-    def replace(self, **changes) -> "PretrainConfig":
-        return dataclasses.replace(self, **changes)
-
-
-PRESETS = {
-    "omniglot": PretrainConfig(),
-    # The MAML paper's regressor (2 x 40 ReLU), 25 tasks of 20 points per step.
-    "sinusoid": PretrainConfig(problem="sinusoid", hidden=40, batch_size=25, max_epochs=30),
-}
-
-
 def pretrain(config: PretrainConfig, out_dir, data_dir=None) -> dict:
     """Pre-train as configured; returns the saved checkpoint's contents (parameters on the CPU)."""
-    configure_torch(config)
+    configure_torch(config.threads, config.device)
     out_path = Path(out_dir) / "pretrained.pt"
     if config.problem == "sinusoid":
         return pretrain_regressor(config, out_path)

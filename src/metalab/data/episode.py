@@ -1,4 +1,4 @@
-"""The task interface every method consumes: a batch of episodes, each a support set and a query set.
+"""The task interface every method consumes: an Episode, a batch of tasks, each a support set and a query set.
 
 A task distribution is anything with `sample(generator, batch_size) -> Episode`. Bring your own by
 writing that one method (see README); the training loop and evaluation never look further.
@@ -9,6 +9,8 @@ from typing import Iterator, NamedTuple, Protocol
 
 import numpy as np
 import torch
+
+VAL_SEED = 1_000_003  # the fixed meta-validation episodes; never the seed of the test episodes (0 by default)
 
 
 class Episode(NamedTuple):

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import torch
 
-from metalab.data.atomic import atomic_path
+from metalab.atomic import atomic_path
 from metalab.errors import MetalabError
 
 

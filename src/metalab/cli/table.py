@@ -50,7 +50,7 @@ def run_table(args) -> None:
     percent = args.metric == "accuracy"
     show = (lambda e: f"{100 * e.mean:.2f} ± {100 * e.ci95:.2f}") if percent else (lambda e: f"{e.mean:.3f} ± {e.ci95:.3f}")
     estimates = {key: mean_ci(values) for key, values in scores.items()}
-    lines = [f"| method | " + " | ".join(f"{k}-shot" for k in shots) + " |", "|---" * (len(shots) + 1) + "|"]
+    lines = ["| method | " + " | ".join(f"{k}-shot" for k in shots) + " |", "|---" * (len(shots) + 1) + "|"]
     for name in methods:
         lines.append(f"| {name} | " + " | ".join(show(estimates[name, k]) for k in shots) + " |")
     if args.against:

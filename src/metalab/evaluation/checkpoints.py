@@ -1,0 +1,62 @@
+"""`metalab eval`: a trained checkpoint on held-out episodes, before adaptation and after 1..S steps."""
+
+import dataclasses
+import time
+
+import numpy as np
+
+from metalab import checkpoint
+from metalab.config import Config
+from metalab.data.episode import fixed_episodes
+from metalab.errors import MetalabError
+from metalab.evaluation.evaluate import per_episode_scores
+from metalab.evaluation.report import report
+from metalab.methods.registry import make_method
+from metalab.problem import EVAL_QUERIES, build_problem
+from metalab.runtime import configure_torch
+
+RENAMED_GROUPS = {"inner_lr": "learned_lr"}  # meta-parameter groups of older checkpoints, by their new names
+
+
+def load_trained(path, **overrides) -> tuple[Config, dict, dict]:
+    """(config, meta-parameters, full state) of a meta-training checkpoint, with config fields overridden."""
+    state = checkpoint.load(path, "cpu")
+    if "meta" not in state or "config" not in state:
+        raise MetalabError(f"{path} is not a meta-training checkpoint (no meta-parameters); pass best.pt or "
+                           "last.pt of a `metalab train` run")
+    config = Config(**state["config"]).replace(**{k: v for k, v in overrides.items() if v is not None})
+    meta = {RENAMED_GROUPS.get(group, group): params for group, params in state["meta"].items()}
+    return config, meta, state
+
+
+def evaluate_checkpoint(path, ways=None, shots=None, queries=None, steps=None, inner_lr=None, episodes=1000,
+                        seed=0, part="test", data_dir=None, save_scores=None, device=None, threads=None) -> dict:
+    config, meta, state = load_trained(path, ways=ways, shots=shots, inner_lr=inner_lr, device=device,
+                                       threads=threads)
+    config = config.replace(queries=queries or EVAL_QUERIES[config.problem])
+    device = configure_torch(config.threads, config.device)
+    meta = {g: {n: p.to(device) for n, p in ps.items()} for g, ps in meta.items()}
+    problem = build_problem(config, data_dir, parts=(part,))
+    trained_ways = state["config"]["ways"]
+    shapes = {name: p.shape for name, p in problem.learner.model.named_parameters()}
+    if trained_ways != config.ways and any(shapes[name] != p.shape for name, p in meta["theta"].items()):
+        # A network whose parameters do not depend on the number of ways (feedforward + average) can be
+        # evaluated at other ways; one with an N-way output layer cannot.
+        raise MetalabError(f"this checkpoint's network was trained {trained_ways}-way and its parameters fit "
+                           f"only {trained_ways} classes; evaluate it with --ways {trained_ways} "
+                           f"(or train a {config.ways}-way model)")
+    problem.learner.model.to(device)
+    method = make_method(config, problem.learner)
+    steps = method.eval_steps if steps is None else steps
+    started = time.perf_counter()
+    scores = per_episode_scores(meta, method, fixed_episodes(problem.tasks[part], seed, episodes), steps)
+    task = (f"{config.ways}-way {config.shots}-shot {config.queries}-query" if config.problem == "omniglot"
+            else f"{config.shots}-shot {config.problem}")
+    print(f"{path}: {config.method}, {task}, {episodes} {part} episodes (seed {seed}), "
+          f"{time.perf_counter() - started:.0f} s")
+    results = {"checkpoint": str(path), "config": dataclasses.asdict(config), "part": part, "episodes": episodes,
+               "seed": seed, "metric": problem.learner.metric.name,
+               "after_steps": report(scores, list(range(len(scores))), problem.learner.metric, method.step_name)}
+    if save_scores:
+        np.save(save_scores, scores)
+    return results

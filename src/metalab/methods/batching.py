@@ -1,0 +1,64 @@
+"""How a method maps a per-task function over the tasks of an Episode: one helper for every method.
+
+    "vmap"  torch.func.vmap over the task dimension: one batched computation for all tasks.
+    "loop"  one task at a time; during meta-training each task's graph is freed as soon as its gradient is
+            taken, so memory holds one task's graph, not the batch's.
+Which is faster depends on the problem and the device (docs/performance.md); both compute the same thing, and
+tests check that they agree. vmap needs networks whose operators it differentiates exactly: torch's native
+batch norm is not one of them at second order, so problem.py gives a Conv4 whose tasks are batched by vmap the
+written-out SetBatchNorm (docs/design.md).
+"""
+
+from typing import Callable
+
+import torch
+from torch import Tensor
+from torch.func import vmap
+from torch.utils._pytree import tree_leaves, tree_map
+
+from metalab.config import TASK_BATCHING
+from metalab.data.episode import Episode
+from metalab.methods.learner import Params
+
+
+def map_tasks(fn: Callable, batching: str, in_dims: tuple) -> Callable:
+    """fn over the tasks of its arguments: in_dims[i] is 0 where argument i (a tensor or a tree of tensors) has
+    the task dimension first, None where it is shared by every task. Outputs are stacked on a new first
+    dimension, as vmap does."""
+    if batching == "vmap":
+        return vmap(fn, in_dims=in_dims, randomness="error")
+    if batching != "loop":
+        raise ValueError(f"task batching must be one of {TASK_BATCHING}, got {batching!r}")
+
+    def looped(*args):
+        tasks = next(tree_leaves(arg)[0].shape[0] for arg, dim in zip(args, in_dims, strict=True) if dim == 0)
+        outputs = [fn(*(arg if dim is None else tree_map(lambda t: t[i], arg) for arg, dim in zip(args, in_dims)))
+                   for i in range(tasks)]
+        return tree_map(lambda *values: torch.stack(values), *outputs)
+
+    return looped
+
+
+def mean_task_loss(task_loss: Callable, meta: dict[str, Params], episode: Episode,
+                   batching: str) -> tuple[Tensor, Tensor]:
+    """(mean query loss, mean score) over the episode's tasks, for task_loss(meta, task) -> (loss, score) with
+    `task` one task's (support_x, support_y, query_x, query_y). The loss's gradient is the meta-gradient.
+
+    With "loop" under autograd, each task's gradient is taken at once (freeing its graph) and the returned loss
+    is a stand-in: the mean loss's value, with a gradient of exactly the summed per-task gradients."""
+    leaves = [p for p in tree_leaves(meta) if p.requires_grad]
+    if batching == "vmap" or not (leaves and torch.is_grad_enabled()):
+        losses, scores = map_tasks(task_loss, batching, in_dims=(None, 0))(meta, tuple(episode))
+        return losses.mean(), scores.mean()
+    gradient_sums = [torch.zeros_like(p) for p in leaves]
+    loss_sum, score_sum = 0.0, 0.0
+    for task in zip(*episode):
+        loss, score = task_loss(meta, task)
+        gradients = torch.autograd.grad(loss / episode.batch_size, leaves, allow_unused=True)
+        for total, gradient in zip(gradient_sums, gradients):
+            if gradient is not None:
+                total += gradient
+        loss_sum, score_sum = loss_sum + loss.detach(), score_sum + score.detach()
+    linear = sum((p * g).sum() for p, g in zip(leaves, gradient_sums))
+    return loss_sum / episode.batch_size + (linear - linear.detach()), score_sum / episode.batch_size
+

@@ -1,0 +1,50 @@
+"""Every meta-trainable method by name: the one place a new method is added.
+
+A method is one file with a class on the seam of methods/method.py and a `from_config(config, learner)`; then
+one line here. Code outside the package adds its own with `register`. `blackbox` says which network the problem
+builder gives it: False, the problem's predictor (Conv4 for images, an MLP for sinusoids), whose parameters the
+method adapts; True, the black-box learner of the same name in models/blackbox.py, which reads the support set.
+"""
+
+from dataclasses import dataclass
+from typing import Callable
+
+from metalab.config import Config
+from metalab.errors import MetalabError
+from metalab.methods.blackbox import BlackBoxMethod
+from metalab.methods.learner import Learner
+from metalab.methods.method import Method
+from metalab.methods.optimization import GradientMethod
+
+
+@dataclass(frozen=True)
+class Entry:
+    build: Callable[[Config, Learner], Method]
+    blackbox: bool = False
+
+
+METHODS: dict[str, Entry] = {
+    "maml": Entry(GradientMethod.from_config),
+    "fomaml": Entry(GradientMethod.from_config),
+    "metasgd": Entry(GradientMethod.from_config),
+    "learned_update": Entry(GradientMethod.from_config),
+    "lstm": Entry(BlackBoxMethod.from_config, blackbox=True),
+    "mann": Entry(BlackBoxMethod.from_config, blackbox=True),
+    "average": Entry(BlackBoxMethod.from_config, blackbox=True),
+    "attention": Entry(BlackBoxMethod.from_config, blackbox=True),
+}
+
+
+def register(name: str, entry: Entry) -> None:
+    """Make `name` a method of `metalab train`/`eval` and of the Python API (e.g. from your own module)."""
+    METHODS[name] = entry
+
+
+def entry(name: str) -> Entry:
+    if name not in METHODS:
+        raise MetalabError(f"--method must be one of {sorted(METHODS)}, got {name!r}")
+    return METHODS[name]
+
+
+def make_method(config: Config, learner: Learner) -> Method:
+    return entry(config.method).build(config, learner)
