@@ -22,6 +22,8 @@ def add_commands(commands) -> None:
     ev.add_argument("--threads", type=int, help="torch CPU threads (default: one per core)")
     ev.add_argument("--save-scores", help="write per-episode scores (.npy) for paired comparisons")
     ev.add_argument("--json", help="write the results as JSON")
+    ev.add_argument("--curvature", action="store_true", help="gradient methods: each episode's alpha * lambda_max "
+                    "of the support loss at theta (above 2: more inner steps diverge), against diverged episodes")
     ev.set_defaults(run=run_eval)
 
     compare = commands.add_parser("compare", help="paired difference of two methods on the same episodes")
@@ -42,7 +44,7 @@ def run_eval(args) -> None:
     results = evaluate_checkpoint(args.checkpoint, ways=args.ways, shots=args.shots, queries=args.queries,
                                   steps=args.steps, inner_lr=args.inner_lr, episodes=args.episodes, seed=args.seed,
                                   part=args.part, data_dir=args.data_dir, save_scores=args.save_scores,
-                                  device=args.device, threads=args.threads)
+                                  device=args.device, threads=args.threads, curvature=args.curvature)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
 

@@ -4,13 +4,16 @@ import dataclasses
 import time
 
 import numpy as np
+import torch
 
 from metalab import checkpoint
 from metalab.config import Config
 from metalab.data.episode import fixed_episodes
 from metalab.errors import MetalabError
+from metalab.evaluation.curvature import episode_curvatures, summarize_curvatures
 from metalab.evaluation.evaluate import per_episode_scores
-from metalab.evaluation.report import report
+from metalab.evaluation.report import diverged, report
+from metalab.methods.optimization import InnerLoop
 from metalab.methods.registry import make_method
 from metalab.problem import EVAL_QUERIES, build_problem
 from metalab.runtime import configure_torch
@@ -30,7 +33,8 @@ def load_trained(path, **overrides) -> tuple[Config, dict, dict]:
 
 
 def evaluate_checkpoint(path, ways=None, shots=None, queries=None, steps=None, inner_lr=None, episodes=1000,
-                        seed=0, part="test", data_dir=None, save_scores=None, device=None, threads=None) -> dict:
+                        seed=0, part="test", data_dir=None, save_scores=None, device=None, threads=None,
+                        curvature=False) -> dict:
     config, meta, state = load_trained(path, ways=ways, shots=shots, inner_lr=inner_lr, device=device,
                                        threads=threads)
     config = config.replace(queries=queries or EVAL_QUERIES[config.problem])
@@ -57,6 +61,24 @@ def evaluate_checkpoint(path, ways=None, shots=None, queries=None, steps=None, i
     results = {"checkpoint": str(path), "config": dataclasses.asdict(config), "part": part, "episodes": episodes,
                "seed": seed, "metric": problem.learner.metric.name,
                "after_steps": report(scores, list(range(len(scores))), problem.learner.metric, method.step_name)}
+    if curvature:
+        results["curvature"] = _curvature(meta, method, problem.tasks[part], seed, episodes, scores)
     if save_scores:
         np.save(save_scores, scores)
     return results
+
+
+def _curvature(meta, method, tasks, seed: int, episodes: int, scores: np.ndarray) -> dict:
+    """Each episode's step curvature alpha * lambda_max at theta (evaluation/curvature.py), printed against the
+    episodes that diverged by the last step."""
+    if not isinstance(getattr(method, "inner", None), InnerLoop):
+        raise MetalabError("--curvature measures the inner loop of a gradient method (maml, fomaml, metasgd, "
+                           "learned_update); this checkpoint's method has none")
+    values = torch.cat([episode_curvatures(meta, method.learner, method.inner.inner_lr, batch)
+                        for batch in fixed_episodes(tasks, seed, episodes)])
+    summary = summarize_curvatures(values, diverged(scores, len(scores) - 1, method.learner.metric))
+    print(f"  step curvature alpha * lambda_max at theta: median {summary['median']:.3g}, 90% {summary['p90']:.3g}, "
+          f"99% {summary['p99']:.3g}, max {summary['max']:.3g}; above 2 (unstable) in {summary['above_2']} of "
+          f"{episodes} episodes: {summary['above_2_and_diverged']} of them diverged, "
+          f"{summary['at_most_2_but_diverged']} others diverged")
+    return {**summary, "per_episode": values.tolist()}

@@ -8,6 +8,14 @@ from metalab.methods.learner import Metric
 DIVERGED = 10.0  # an episode whose loss-like score grew by more than this factor from its start has diverged
 
 
+def diverged(scores: np.ndarray, row: int, metric: Metric) -> np.ndarray:
+    """[episodes] bool: the episodes whose score after `row` steps is non-finite or, for a loss-like metric,
+    more than DIVERGED times its value before adaptation (row 0)."""
+    values = scores[row]
+    grown = np.zeros_like(values, dtype=bool) if metric.higher_is_better else values > DIVERGED * scores[0]
+    return ~np.isfinite(values) | grown
+
+
 def report(scores: np.ndarray, rows: list[int], metric: Metric, step_name: str) -> dict:
     """Print, for each row of scores [rows, episodes] named in `rows`, the mean ± 95% interval, and for a metric
     where lower is better (a loss) the median and the episodes that diverged; return the same as a dict."""
@@ -18,11 +26,11 @@ def report(scores: np.ndarray, rows: list[int], metric: Metric, step_name: str) 
         line = estimate.as_percent() if metric.name == "accuracy" else str(estimate)
         entry = {"mean": estimate.mean, "ci95": estimate.ci95}
         if not metric.higher_is_better:
-            diverged = int(np.sum(~np.isfinite(values) | (values > DIVERGED * scores[0])))
-            entry.update(median=float(np.median(values)), diverged=diverged)
+            count = int(diverged(scores, row, metric).sum())
+            entry.update(median=float(np.median(values)), diverged=count)
             line += f", median {entry['median']:.4g}"
-            if diverged:
-                line += f"; DIVERGED in {diverged} of {values.size} episodes (loss up more than {DIVERGED:g}x)"
+            if count:
+                line += f"; DIVERGED in {count} of {values.size} episodes (loss up more than {DIVERGED:g}x)"
         when = f"after {row:2d} {step_name}" if step_name else "after reading the support set"
         print(f"  {when}: {metric.name} {line}")
         results[row] = entry
