@@ -5,6 +5,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
 import torch
 
 from metalab.config import preset
@@ -93,3 +94,15 @@ def test_a_new_method_is_one_class_and_one_registry_line(tmp_path):
         del registry.METHODS["shrunk_mean"]
     assert float(meta["theta"]["a"]) > 0.8  # it learned to trust the support mean
     assert after.mean < 0.1 * before.mean
+
+
+def test_version_and_help_without_a_command(capsys):
+    from metalab import __version__
+    from metalab.cli.main import main
+
+    assert main([]) == 0
+    assert "COMMAND" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exit:
+        main(["--version"])
+    assert exit.value.code == 0
+    assert capsys.readouterr().out.strip() == f"metalab {__version__}"

@@ -28,7 +28,7 @@ def test_labels_and_shapes_are_kept_and_the_seed_fixes_the_distortions():
     assert [t.shape for t in episode] == [t.shape for t in plain]
     assert torch.equal(episode.support_y, plain.support_y) and torch.equal(episode.query_y, plain.query_y)
     again = tasks.sample(generator_for(0, 3), 8)
-    assert all(torch.equal(a, b) for a, b in zip(episode, again))
+    assert all(torch.equal(a, b) for a, b in zip(episode, again, strict=True))
     other = tasks.sample(generator_for(0, 4), 8)
     assert not torch.equal(episode.query_x, other.query_x)
     assert not torch.equal(episode.query_x, plain.query_x)
@@ -76,7 +76,7 @@ def test_a_copy_of_augmented_tasks_samples_the_same_episodes():
 
     tasks = AugmentedTasks(one_image_tasks(), strength=1.0)
     twin = copy.deepcopy(tasks)
-    assert all(torch.equal(a, b) for a, b in zip(tasks.sample(generator_for(5, 0), 2), twin.sample(generator_for(5, 0), 2)))
+    assert all(torch.equal(a, b) for a, b in zip(tasks.sample(generator_for(5, 0), 2), twin.sample(generator_for(5, 0), 2), strict=True))
 
 
 @pytest.mark.parametrize("strength", [0.0, -1.0, 2.5])

@@ -67,8 +67,8 @@ def check_episode(episode: Episode, ways: int, shots: int, queries: int, batch: 
         origin_s, origin_q = provenance(sx[t]), provenance(qx[t])
         task = []
         for label in range(ways):
-            members = [o for o, y in zip(origin_s, sy[t].tolist()) if y == label]
-            members += [o for o, y in zip(origin_q, qy[t].tolist()) if y == label]
+            members = [o for o, y in zip(origin_s, sy[t].tolist(), strict=True) if y == label]
+            members += [o for o, y in zip(origin_q, qy[t].tolist(), strict=True) if y == label]
             assert len({(c, r) for c, _, r in members}) == 1, "a label mixes classes"
             assert len({d for _, d, _ in members}) == shots + queries, "a drawer is repeated"
             character, _, rotation = members[0]
@@ -129,10 +129,10 @@ def test_episode_helpers_slice_and_concatenate(minimal):
     data, split = minimal
     episode = omniglot_tasks(data, split, "val", 5, 1, 2).sample(generator_for(0, 0), 6)
     assert episode.batch_size == 6
-    assert all(torch.equal(a, b) for a, b in zip(episode.task(2), episode.tasks(2, 3)))
+    assert all(torch.equal(a, b) for a, b in zip(episode.task(2), episode.tasks(2, 3), strict=True))
     assert episode.task(2).batch_size == 1
     rebuilt = concat([episode.tasks(0, 2), episode.tasks(2, 6)])
-    assert all(torch.equal(a, b) for a, b in zip(rebuilt, episode))
+    assert all(torch.equal(a, b) for a, b in zip(rebuilt, episode, strict=True))
     assert all(t.device.type == "cpu" for t in episode.to("cpu"))
 
 

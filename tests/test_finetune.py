@@ -180,7 +180,7 @@ def test_sgd_from_a_maml_theta_keeping_its_head_is_maml_adaptation():
     for t in range(TASKS):
         expected = list(adapt_steps({"theta": theta}, episode.support_x[t], episode.support_y[t], learner,
                                     InnerLoop("maml", 0.3), 2))
-        for ours, maml in zip(got, expected):
+        for ours, maml in zip(got, expected, strict=True):
             for name in theta:
                 torch.testing.assert_close(ours[name][t], maml[name], rtol=1e-9, atol=1e-12)
 

@@ -108,7 +108,7 @@ def test_shapes_and_labels(bench, form):
 def test_folder_and_zips_agree(bench, runs):
     for form in ("nested", "flat"):
         other = load_runs(bench[form])
-        for a, b in zip(as_episode(runs), as_episode(other)):
+        for a, b in zip(as_episode(runs), as_episode(other), strict=True):
             assert torch.equal(a, b)
 
 

@@ -64,7 +64,7 @@ def reference_meta_gradient(model, episode, steps, first_order=False, pooling=Fa
         for _ in range(steps):
             loss = F.cross_entropy(reference_forward(params, episode.support_x[t], pooling), episode.support_y[t])
             grads = torch.autograd.grad(loss, params, create_graph=not first_order)
-            params = [p - ALPHA * g for p, g in zip(params, grads)]
+            params = [p - ALPHA * g for p, g in zip(params, grads, strict=True)]
         total = total + F.cross_entropy(reference_forward(params, episode.query_x[t], pooling), episode.query_y[t])
     return torch.autograd.grad(total / episode.batch_size, theta)
 
@@ -146,7 +146,7 @@ def test_first_order_equals_detached_reference_and_differs_from_second_order():
     second = theta_grads(metalab_meta_gradient(model, episode, steps=2, method="maml"))
     for e, g in zip(expected, got, strict=True):
         torch.testing.assert_close(g, e, rtol=1e-6, atol=1e-10)
-    difference = max((a - b).abs().max().item() for a, b in zip(got, second))
+    difference = max((a - b).abs().max().item() for a, b in zip(got, second, strict=True))
     assert difference > 1e-4
 
 

@@ -79,7 +79,7 @@ def test_determinism():
     a = tasks.sample(generator_for(4, 2), 10)
     b = tasks.sample(generator_for(4, 2), 10)
     c = tasks.sample(generator_for(4, 3), 10)
-    assert all(torch.equal(x, y) for x, y in zip(a, b))
+    assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
     assert not torch.equal(a.support_x, c.support_x)
     # fixed evaluation sets do not depend on their batch size either
     one = [e for e in fixed_episodes(tasks, seed=9, count=6, batch_size=6)][0]
