@@ -58,9 +58,11 @@ def test_above_two_diverges_and_below_two_converges_on_a_quadratic():
     support_y = 2 * support_x + 1
     episode = Episode(support_x, support_y, support_x, support_y)
     alpha = 0.15
-    curvatures = episode_curvatures({"theta": theta}, learner, alpha, episode)
-    assert curvatures[0] > 2 > curvatures[1]
     inner = InnerLoop("maml", alpha)
+    curvatures = episode_curvatures({"theta": theta}, learner, inner, episode)
+    torch.testing.assert_close(curvatures[0], curvatures[1])  # a quadratic's Hessian is the same everywhere
+    curvatures = curvatures[0]
+    assert curvatures[0] > 2 > curvatures[1]
     scores = np.array([[learner.loss_and_score(phi, x, y)[1].item()
                         for phi in adapt_steps({"theta": theta}, x, y, learner, inner, 60)]
                        for x, y in zip(support_x, support_y, strict=True)]).T  # [steps + 1, tasks]
@@ -75,3 +77,20 @@ def test_report_gives_the_median_and_counts_diverged_episodes(capsys):
     assert results[1]["diverged"] == 1 and results[1]["median"] == 0.45
     printed = capsys.readouterr().out
     assert "after  1 inner steps: MSE" in printed and "DIVERGED in 1 of 4 episodes" in printed
+
+
+def test_eval_curvature_through_the_command(tmp_path, capsys):
+    import json
+
+    from metalab.cli.main import main
+
+    base = ["--steps", "4", "--val-every", "2", "--val-episodes", "3", "--meta-batch-size", "2", "--threads", "1"]
+    assert main(["train", "--preset", "sinusoid-maml", *base, "--out-dir", str(tmp_path / "maml")]) == 0
+    assert main(["eval", str(tmp_path / "maml" / "best.pt"), "--episodes", "6", "--steps", "2", "--curvature",
+                 "--threads", "1", "--json", str(tmp_path / "r.json")]) == 0
+    assert "alpha * lambda_max theta: median" in capsys.readouterr().out
+    results = json.loads((tmp_path / "r.json").read_text())["curvature"]
+    assert len(results["theta"]["per_episode"]) == len(results["after_one_step"]["per_episode"]) == 6
+    assert main(["train", "--preset", "sinusoid-average", *base, "--out-dir", str(tmp_path / "avg")]) == 0
+    assert main(["eval", str(tmp_path / "avg" / "best.pt"), "--episodes", "2", "--curvature", "--threads", "1"]) == 2
+    assert "--curvature measures the inner loop of a gradient method" in capsys.readouterr().err

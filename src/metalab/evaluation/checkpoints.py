@@ -69,16 +69,20 @@ def evaluate_checkpoint(path, ways=None, shots=None, queries=None, steps=None, i
 
 
 def _curvature(meta, method, tasks, seed: int, episodes: int, scores: np.ndarray) -> dict:
-    """Each episode's step curvature alpha * lambda_max at theta (evaluation/curvature.py), printed against the
-    episodes that diverged by the last step."""
+    """Each episode's step curvature alpha * lambda_max at theta and after one inner step (evaluation/curvature.py),
+    printed against the episodes that diverged by the last step."""
     if not isinstance(getattr(method, "inner", None), InnerLoop):
         raise MetalabError("--curvature measures the inner loop of a gradient method (maml, fomaml, metasgd, "
                            "learned_update); this checkpoint's method has none")
-    values = torch.cat([episode_curvatures(meta, method.learner, method.inner.inner_lr, batch)
-                        for batch in fixed_episodes(tasks, seed, episodes)])
-    summary = summarize_curvatures(values, diverged(scores, len(scores) - 1, method.learner.metric))
-    print(f"  step curvature alpha * lambda_max at theta: median {summary['median']:.3g}, 90% {summary['p90']:.3g}, "
-          f"99% {summary['p99']:.3g}, max {summary['max']:.3g}; above 2 (unstable) in {summary['above_2']} of "
-          f"{episodes} episodes: {summary['above_2_and_diverged']} of them diverged, "
-          f"{summary['at_most_2_but_diverged']} others diverged")
-    return {**summary, "per_episode": values.tolist()}
+    values = torch.cat([episode_curvatures(meta, method.learner, method.inner, batch)
+                        for batch in fixed_episodes(tasks, seed, episodes)], dim=1)
+    lost = diverged(scores, len(scores) - 1, method.learner.metric)
+    results = {}
+    for where, row in (("theta", values[0]), ("after_one_step", values[1])):
+        summary = summarize_curvatures(row, lost)
+        print(f"  alpha * lambda_max {where.replace('_', ' ')}: median {summary['median']:.3g}, 90% "
+              f"{summary['p90']:.3g}, max {summary['max']:.3g}; above 2 in {summary['above_2']} of {episodes} "
+              f"episodes, {summary['above_2_and_diverged']} of them diverged, {summary['at_most_2_but_diverged']} "
+              "others diverged")
+        results[where] = {**summary, "per_episode": row.tolist()}
+    return results

@@ -4,8 +4,9 @@ Gradient descent with rate alpha on a quadratic is stable only while alpha * lam
 Hessian's largest eigenvalue): past that, the component along its eigenvector grows by |1 - alpha * lambda|
 every step. For each task this computes the largest eigenvalue of P^1/2 H P^1/2, with H the Hessian of the
 support loss at theta and P the inner learning rates (alpha everywhere for MAML; Meta-SGD's learned rates), by
-power iteration on Hessian-vector products (double backward; no Hessian is formed). A value above 2 predicts
-that more inner steps than trained will diverge on that task.
+power iteration on Hessian-vector products (double backward; no Hessian is formed), at theta and again after
+the first inner step. A network's curvature moves with its parameters, so a value above 2 at theta is a warning,
+not a verdict; the value after one step predicts divergence better (docs/results.md).
 """
 
 import torch
@@ -14,6 +15,7 @@ from torch import Tensor
 from metalab.data.episode import Episode
 from metalab.methods.learner import Learner, Params
 from metalab.methods.method import MetaParams
+from metalab.methods.optimization import InnerLoop, adapt
 
 
 def top_eigenvalue(matrix_vector, like: Params, iterations: int = 100, tolerance: float = 1e-4,
@@ -61,12 +63,17 @@ def step_curvature(learner: Learner, theta: Params, rates: Params | float, suppo
     return top_eigenvalue(hessian_vector, params, generator=generator)
 
 
-def episode_curvatures(meta: MetaParams, learner: Learner, inner_lr: float, episode: Episode, seed: int = 0) -> Tensor:
-    """[B] step curvature of each task of the episode at theta (Meta-SGD: its learned rates, meta["learned_lr"])."""
-    rates = meta.get("learned_lr", inner_lr)
+def episode_curvatures(meta: MetaParams, learner: Learner, inner: InnerLoop, episode: Episode,
+                       seed: int = 0) -> Tensor:
+    """[2, B]: each task's step curvature at theta and after one inner step (Meta-SGD: its learned rates)."""
+    rates = meta.get("learned_lr", inner.inner_lr)
     generator = torch.Generator().manual_seed(seed)
-    return torch.tensor([step_curvature(learner, meta["theta"], rates, x, y, generator)
-                         for x, y in zip(episode.support_x, episode.support_y, strict=True)])
+    columns = []
+    for x, y in zip(episode.support_x, episode.support_y, strict=True):
+        with torch.enable_grad():
+            first_step = {n: p.detach() for n, p in adapt(meta, x, y, learner, inner, 1).items()}
+        columns.append([step_curvature(learner, params, rates, x, y, generator) for params in (meta["theta"], first_step)])
+    return torch.tensor(columns).T
 
 
 def summarize_curvatures(curvatures, diverged) -> dict:

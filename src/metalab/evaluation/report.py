@@ -5,14 +5,17 @@ import numpy as np
 from metalab.evaluation.stats import summarize
 from metalab.methods.learner import Metric
 
-DIVERGED = 10.0  # an episode whose loss-like score grew by more than this factor from its start has diverged
+# An episode whose loss-like score grew more than DIVERGED-fold from its start has diverged; the start counts as at
+# least the median start, so that an episode starting near zero is not flagged for a small absolute rise.
+DIVERGED = 10.0
 
 
 def diverged(scores: np.ndarray, row: int, metric: Metric) -> np.ndarray:
     """[episodes] bool: the episodes whose score after `row` steps is non-finite or, for a loss-like metric,
-    more than DIVERGED times its value before adaptation (row 0)."""
+    more than DIVERGED times its value before adaptation (row 0), or than the median of those values."""
     values = scores[row]
-    grown = np.zeros_like(values, dtype=bool) if metric.higher_is_better else values > DIVERGED * scores[0]
+    start = np.maximum(scores[0], np.median(scores[0]))
+    grown = np.zeros_like(values, dtype=bool) if metric.higher_is_better else values > DIVERGED * start
     return ~np.isfinite(values) | grown
 
 
