@@ -14,6 +14,10 @@ from metalab.errors import MetalabError
 
 TASK_BATCHING = ("loop", "vmap")  # how a method maps over the tasks of a batch (methods/batching.py)
 HEAD_INITS = ("zero", "class_means", "normalized_class_means", "keep")  # fine-tuning heads (methods/heads.py)
+# Several processes (distributed/group.py): how ranks talk ("auto": gloo on the CPU, nccl on CUDA), and how long
+# a collective waits for a silent rank before the others stop.
+DIST_BACKENDS = ("auto", "gloo", "nccl")
+DIST_TIMEOUT_S = 300.0
 
 
 @dataclass(frozen=True)

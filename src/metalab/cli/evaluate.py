@@ -3,6 +3,7 @@
 import json
 from pathlib import Path
 
+from metalab.cli.flags import add_distributed, distributed_group
 from metalab.errors import MetalabError
 
 
@@ -24,6 +25,7 @@ def add_commands(commands) -> None:
     ev.add_argument("--json", help="write the results as JSON")
     ev.add_argument("--curvature", action="store_true", help="gradient methods: each episode's alpha * lambda_max "
                     "of the support loss at theta (above 2: more inner steps diverge), against diverged episodes")
+    add_distributed(ev)
     ev.set_defaults(run=run_eval)
 
     compare = commands.add_parser("compare", help="paired difference of two methods on the same episodes")
@@ -41,11 +43,14 @@ def run_eval(args) -> None:
         value = getattr(args, name)
         if value is not None and (value < 0 or (value == 0 and name != "steps")):
             raise MetalabError(f"--{name} must be {'>= 0' if name == 'steps' else 'positive'}, got {value}")
-    results = evaluate_checkpoint(args.checkpoint, ways=args.ways, shots=args.shots, queries=args.queries,
-                                  steps=args.steps, inner_lr=args.inner_lr, episodes=args.episodes, seed=args.seed,
-                                  part=args.part, data_dir=args.data_dir, save_scores=args.save_scores,
-                                  device=args.device, threads=args.threads, curvature=args.curvature)
-    if args.json:
+    # Without --device the backend is gloo, which also gathers the scores of a checkpoint evaluated on its GPU.
+    with distributed_group(args, args.device or "cpu") as group:
+        results = evaluate_checkpoint(args.checkpoint, ways=args.ways, shots=args.shots, queries=args.queries,
+                                      steps=args.steps, inner_lr=args.inner_lr, episodes=args.episodes,
+                                      seed=args.seed, part=args.part, data_dir=args.data_dir,
+                                      save_scores=args.save_scores, device=args.device, threads=args.threads,
+                                      curvature=args.curvature, group=group)
+    if args.json and group.is_main:
         Path(args.json).write_text(json.dumps(results, indent=2))
 
 

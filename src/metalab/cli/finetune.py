@@ -13,7 +13,7 @@ import dataclasses
 import time
 from pathlib import Path
 
-from metalab.cli.flags import add_fields, boolean, given
+from metalab.cli.flags import add_distributed, add_fields, boolean, distributed_group, given
 from metalab.config import PRETRAIN_PRESETS, TASK_BATCHING, FinetuneConfig, PretrainConfig
 from metalab.errors import MetalabError
 
@@ -34,6 +34,7 @@ def add_commands(commands) -> None:
     pretrain.add_argument("--out", default="runs/pretrain", help="folder for pretrained.pt (default runs/pretrain)")
     pretrain.add_argument("--data-dir", help="folder of the Omniglot archives")
     add_fields(pretrain, PretrainConfig, skip=("problem",))
+    add_distributed(pretrain)
     pretrain.set_defaults(run=run_pretrain)
 
     finetune = commands.add_parser("finetune", help="fine-tune per task from the support set; mean and 95%% CI")
@@ -70,10 +71,13 @@ def run_pretrain(args) -> None:
     from metalab.training.pretrain import pretrain
 
     config = PRETRAIN_PRESETS[args.problem].replace(**given(args, PretrainConfig, skip=("problem",)))
-    print(f"pre-training the {args.problem} backbone into {args.out}")
-    state = pretrain(config, args.out, args.data_dir)
-    print(f"done: {Path(args.out) / 'pretrained.pt'}, best val {state['metric']} {state['val']:.4f} "
-          f"at epoch {state['epoch']} of {len(state['history'])}")
+    with distributed_group(args, config.device) as group:
+        if group.is_main:
+            print(f"pre-training the {args.problem} backbone into {args.out}")
+        state = pretrain(config, args.out, args.data_dir, group)
+        if group.is_main:
+            print(f"done: {Path(args.out) / 'pretrained.pt'}, best val {state['metric']} {state['val']:.4f} "
+                  f"at epoch {state['epoch']} of {len(state['history'])}")
 
 
 def run_finetune(args) -> None:

@@ -2,6 +2,9 @@
 
 import dataclasses
 
+from metalab.config import DIST_BACKENDS, DIST_TIMEOUT_S
+from metalab.errors import MetalabError
+
 
 def boolean(text: str) -> bool:
     if text.lower() in ("true", "1", "yes"):
@@ -30,3 +33,22 @@ def given(args, settings_class, skip: tuple[str, ...] = ()) -> dict:
 
 def _type_name(field) -> str:
     return getattr(field.type, "__name__", field.type)
+
+
+def add_distributed(parser) -> None:
+    """Flags of a command that runs on several processes under torchrun (docs/distributed.md)."""
+    parser.add_argument("--dist-backend", default="auto", choices=DIST_BACKENDS,
+                        help="how processes talk under torchrun (default auto: gloo on the CPU, nccl on CUDA)")
+    parser.add_argument("--dist-timeout", type=float, default=DIST_TIMEOUT_S, metavar="SECONDS",
+                        help=f"a rank silent this long stops the others, naming it (default {DIST_TIMEOUT_S:g})")
+    parser.add_argument("--dist-check-every", type=int, default=100, metavar="STEPS",
+                        help="compare a checksum of the parameters across processes every N steps (default 100)")
+
+
+def distributed_group(args, device: str):
+    """The context of this process's group (distributed.group.join) from the flags of add_distributed."""
+    from metalab.distributed.group import join
+
+    if args.dist_check_every <= 0:
+        raise MetalabError(f"--dist-check-every must be a positive number of steps, got {args.dist_check_every}")
+    return join(args.dist_backend, args.dist_timeout, device)

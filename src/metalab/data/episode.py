@@ -71,14 +71,28 @@ def concat(episodes: list[Episode]) -> Episode:
     return Episode(*(torch.cat(parts) for parts in zip(*episodes)))
 
 
-def fixed_episodes(tasks: TaskDistribution, seed: int, count: int, batch_size: int = 50) -> Iterator[Episode]:
+def contiguous_share(count: int, part: int, parts: int) -> tuple[int, int]:
+    """[start, stop) of part `part` of `parts` near-equal contiguous pieces of range(count); the first
+    count % parts pieces hold one item more. Concatenated in part order, the pieces are range(count)."""
+    if not 0 <= part < parts:
+        raise ValueError(f"part must be in [0, {parts}), got {part}")
+    size, extra = divmod(count, parts)
+    start = part * size + min(part, extra)
+    return start, start + size + (part < extra)
+
+
+def fixed_episodes(tasks: TaskDistribution, seed: int, count: int, batch_size: int = 50,
+                   share: tuple[int, int] = (0, 1)) -> Iterator[Episode]:
     """The evaluation set fixed by (task distribution, seed, count), in batches of `batch_size`.
 
     Episode i depends only on (seed, i): every method sees identical episodes whatever its batch size,
-    and a longer set extends a shorter one.
+    and a longer set extends a shorter one. share=(rank, processes) yields only that process's contiguous
+    share of the batches; the batches themselves do not depend on the number of processes, so neither do
+    the scores computed on them.
     """
     if count <= 0 or batch_size <= 0:
         raise ValueError(f"episode count and batch size must be positive, got {count} and {batch_size}")
-    for start in range(0, count, batch_size):
+    first, last = contiguous_share(-(-count // batch_size), *share)
+    for start in range(first * batch_size, min(last * batch_size, count), batch_size):
         stop = min(start + batch_size, count)
         yield concat([tasks.sample(generator_for(seed, 1, i), 1) for i in range(start, stop)])

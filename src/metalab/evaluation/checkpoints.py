@@ -9,9 +9,10 @@ import torch
 from metalab import checkpoint
 from metalab.config import Config
 from metalab.data.episode import fixed_episodes
+from metalab.distributed.group import Group
 from metalab.errors import MetalabError
 from metalab.evaluation.curvature import episode_curvatures, summarize_curvatures
-from metalab.evaluation.evaluate import per_episode_scores
+from metalab.evaluation.evaluate import gathered_scores
 from metalab.evaluation.report import diverged, report
 from metalab.methods.optimization import InnerLoop
 from metalab.methods.registry import make_method
@@ -34,11 +35,14 @@ def load_trained(path, **overrides) -> tuple[Config, dict, dict]:
 
 def evaluate_checkpoint(path, ways=None, shots=None, queries=None, steps=None, inner_lr=None, episodes=1000,
                         seed=0, part="test", data_dir=None, save_scores=None, device=None, threads=None,
-                        curvature=False) -> dict:
+                        curvature=False, group: Group = Group()) -> dict:
+    """Scores of a checkpoint on fixed held-out episodes; with several processes (distributed.group.join) each
+    scores its share of the episodes and every rank gets them all, in episode order. Rank 0 prints and saves,
+    and alone measures --curvature."""
     config, meta, state = load_trained(path, ways=ways, shots=shots, inner_lr=inner_lr, device=device,
                                        threads=threads)
     config = config.replace(queries=queries or EVAL_QUERIES[config.problem])
-    device = configure_torch(config.threads, config.device)
+    device = group.place(configure_torch(config.threads, config.device))
     meta = {g: {n: p.to(device) for n, p in ps.items()} for g, ps in meta.items()}
     problem = build_problem(config, data_dir, parts=(part,))
     trained_ways = state["config"]["ways"]
@@ -53,17 +57,20 @@ def evaluate_checkpoint(path, ways=None, shots=None, queries=None, steps=None, i
     method = make_method(config, problem.learner)
     steps = method.eval_steps if steps is None else steps
     started = time.perf_counter()
-    scores = per_episode_scores(meta, method, fixed_episodes(problem.tasks[part], seed, episodes), steps)
+    share = fixed_episodes(problem.tasks[part], seed, episodes, share=(group.rank, group.size))
+    scores = gathered_scores(meta, method, share, steps, group)
     task = (f"{config.ways}-way {config.shots}-shot {config.queries}-query" if config.problem == "omniglot"
             else f"{config.shots}-shot {config.problem}")
-    print(f"{path}: {config.method}, {task}, {episodes} {part} episodes (seed {seed}), "
-          f"{time.perf_counter() - started:.0f} s")
+    if group.is_main:
+        print(f"{path}: {config.method}, {task}, {episodes} {part} episodes (seed {seed}), "
+              f"{time.perf_counter() - started:.0f} s")
     results = {"checkpoint": str(path), "config": dataclasses.asdict(config), "part": part, "episodes": episodes,
                "seed": seed, "metric": problem.learner.metric.name,
-               "after_steps": report(scores, list(range(len(scores))), problem.learner.metric, method.step_name)}
-    if curvature:
+               "after_steps": report(scores, list(range(len(scores))), problem.learner.metric, method.step_name,
+                                     show=group.is_main)}
+    if curvature and group.is_main:
         results["curvature"] = _curvature(meta, method, problem.tasks[part], seed, episodes, scores)
-    if save_scores:
+    if save_scores and group.is_main:
         np.save(save_scores, scores)
     return results
 

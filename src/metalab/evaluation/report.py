@@ -19,9 +19,9 @@ def diverged(scores: np.ndarray, row: int, metric: Metric) -> np.ndarray:
     return ~np.isfinite(values) | grown
 
 
-def report(scores: np.ndarray, rows: list[int], metric: Metric, step_name: str) -> dict:
-    """Print, for each row of scores [rows, episodes] named in `rows`, the mean ± 95% interval, and for a metric
-    where lower is better (a loss) the median and the episodes that diverged; return the same as a dict."""
+def report(scores: np.ndarray, rows: list[int], metric: Metric, step_name: str, show: bool = True) -> dict:
+    """Print (if `show`), for each row of scores [rows, episodes] named in `rows`, the mean ± 95% interval, and for
+    a metric where lower is better (a loss) the median and the episodes that diverged; return the same as a dict."""
     results = {}
     for row in rows:
         values = scores[row]
@@ -35,6 +35,7 @@ def report(scores: np.ndarray, rows: list[int], metric: Metric, step_name: str) 
             if count:
                 line += f"; DIVERGED in {count} of {values.size} episodes (loss up more than {DIVERGED:g}x)"
         when = f"after {row:2d} {step_name}" if step_name else "after reading the support set"
-        print(f"  {when}: {metric.name} {line}")
+        if show:
+            print(f"  {when}: {metric.name} {line}")
         results[row] = entry
     return results

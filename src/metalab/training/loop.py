@@ -13,9 +13,10 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from metalab import checkpoint
 from metalab.config import Config
 from metalab.data.episode import VAL_SEED, fixed_episodes, generator_for
+from metalab.distributed import sync
+from metalab.distributed.group import Group
 from metalab.errors import MetalabError
 from metalab.evaluation.evaluate import evaluate
 from metalab.methods.registry import make_method
@@ -31,13 +32,17 @@ def meta_parameters(meta: dict) -> list[torch.Tensor]:
     return [p for group in meta.values() for p in group.values()]
 
 
-def train(config: Config, out_dir: Path, resume: bool = False, data_dir=None, problem: Problem | None = None) -> Path:
+def train(config: Config, out_dir: Path, resume: bool = False, data_dir=None, problem: Problem | None = None,
+          group: Group = Group(), check_every: int = 100) -> Path:
     """Meta-train; writes last.pt / best.pt, metrics.jsonl, TensorBoard events and curves.png to out_dir.
 
     `problem` replaces the one built from the config: your own task distributions and network (whose
     initialization is drawn again from `config.seed`); the method is the config's (`method`, `inner_lr`, ...).
+    `group` (distributed.group.join) splits each step's tasks over processes, which compute the same run;
+    their parameters are compared every `check_every` steps. Rank 0 alone writes to out_dir.
     """
-    device = configure_torch(config.threads, config.device)
+    device = group.place(configure_torch(config.threads, config.device))
+    tasks_here = group.share(config.meta_batch_size, "tasks of a meta-batch")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     problem = problem or build_problem(config, data_dir, parts=("train", "val"))
@@ -53,41 +58,48 @@ def train(config: Config, out_dir: Path, resume: bool = False, data_dir=None, pr
     schedule = _schedule(config)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
     start, best = 0, None
-    if resume and (out_dir / "last.pt").exists():
-        state = checkpoint.load(out_dir / "last.pt", device)
+    state = sync.load_from_main(group, out_dir / "last.pt") if resume else None
+    if state is not None:
         if state["config"] != dataclasses.asdict(config):
             raise MetalabError(f"{out_dir}/last.pt was written with a different config; resume with the same "
                                "preset and overrides, or train into another --out-dir")
-        for group, params in state["meta"].items():
+        for part, params in state["meta"].items():
             for name, value in params.items():
-                meta[group][name].data.copy_(value)
+                meta[part][name].data.copy_(value)
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["torch_rng"].cpu())  # map_location moved it to the device
         start, best = state["step"], state["best"]
-        _truncate_log(out_dir / "metrics.jsonl", start)
+        if group.is_main:
+            _truncate_log(out_dir / "metrics.jsonl", start)
     elif resume:
-        print(f"no checkpoint in {out_dir}; starting from step 0")
-    else:
+        if group.is_main:
+            print(f"no checkpoint in {out_dir}; starting from step 0")
+    elif group.is_main:
         (out_dir / "metrics.jsonl").unlink(missing_ok=True)
+    sync.broadcast_parameters(group, meta_parameters(meta))
 
     from torch.utils.tensorboard import SummaryWriter
 
-    writer = SummaryWriter(str(out_dir / "tensorboard"), purge_step=start)
-    val_set = list(fixed_episodes(problem.tasks["val"], VAL_SEED, config.val_episodes))
-    log = open(out_dir / "metrics.jsonl", "a")
+    writer = SummaryWriter(str(out_dir / "tensorboard"), purge_step=start) if group.is_main else None
+    val_set = list(fixed_episodes(problem.tasks["val"], VAL_SEED, config.val_episodes, share=(group.rank, group.size)))
+    log = open(out_dir / "metrics.jsonl", "a") if group.is_main else None
     # Wall time and this process's CPU time, both continued across resumes. CPU time is what a run costs
     # on a shared machine, where wall time also counts the other processes' turns on the cores.
     wall_clock = time.perf_counter() - _last_logged(out_dir / "metrics.jsonl", "time")
     cpu_clock = time.process_time() - _last_logged(out_dir / "metrics.jsonl", "cpu_time")
-    bar = tqdm(range(start, config.steps), initial=start, total=config.steps, desc="meta-train", dynamic_ncols=True)
+    bar = tqdm(range(start, config.steps), initial=start, total=config.steps, desc="meta-train", dynamic_ncols=True,
+               disable=not group.is_main)
     for step in bar:
+        group.enter(step + 1)
+        # Every rank draws the whole meta-batch and keeps its share: the tasks depend on (seed, step, index) only.
         episode = problem.tasks["train"].sample(generator_for(config.seed, TRAIN_STREAM, step),
-                                                config.meta_batch_size).to(device)
+                                                config.meta_batch_size).tasks(*tasks_here).to(device)
         optimizer.zero_grad(set_to_none=True)
         loss, score = method.meta_loss(meta, episode, step)
         loss.backward()
-        loss, score = loss.item(), score.item()
+        loss, score = sync.mean_gradients(group, meta_parameters(meta), loss, score, episode.batch_size,
+                                           config.meta_batch_size, step + 1)
         if not math.isfinite(loss):
             raise MetalabError(f"the meta-training loss became {loss} at step {step}; lower --meta-lr or "
                                f"--inner-lr (now {config.meta_lr} and {config.inner_lr}) or enable --grad-clip")
@@ -102,25 +114,30 @@ def train(config: Config, out_dir: Path, resume: bool = False, data_dir=None, pr
             record["grad_norm"] = float(grad_norm)
             bar.set_postfix(loss=f"{loss:.3f}", score=f"{score:.3f}")
         if done % config.val_every == 0 or done == config.steps:
-            record["val"] = evaluate(meta, method, val_set, [method.eval_steps])[method.eval_steps].mean
+            record["val"] = evaluate(meta, method, val_set, [method.eval_steps], group, done)[method.eval_steps].mean
             improved = best is None or _better(record["val"], best, metric.higher_is_better)
             if improved:
                 best = record["val"]
-            bar.write(f"step {done}: val {metric.name} "
-                      f"{record['val']:.4f}{' (best)' if improved else ''}")
+            if group.is_main:
+                bar.write(f"step {done}: val {metric.name} {record['val']:.4f}{' (best)' if improved else ''}")
             if improved:
-                checkpoint.save(out_dir / "best.pt", _state(config, meta, optimizer, scheduler, done, best))
-        if done % config.log_every == 0 or "val" in record:
+                sync.save_from_main(group, out_dir / "best.pt",
+                                    lambda: _state(config, meta, optimizer, scheduler, done, best), done)
+        if done % check_every == 0 or done == config.steps:
+            sync.check_in_sync(group, meta_parameters(meta), done)
+        if group.is_main and (done % config.log_every == 0 or "val" in record):
             log.write(json.dumps(record) + "\n")
             log.flush()
             for key in ("loss", "score", "val", "grad_norm"):
                 if key in record:
                     writer.add_scalar(key, record[key], done)
         if done % config.checkpoint_every == 0 or done == config.steps:
-            checkpoint.save(out_dir / "last.pt", _state(config, meta, optimizer, scheduler, done, best))
-    log.close()
-    writer.close()
-    learning_curves(out_dir / "metrics.jsonl", out_dir / "curves.png", metric.name)
+            sync.save_from_main(group, out_dir / "last.pt",
+                                lambda: _state(config, meta, optimizer, scheduler, done, best), done)
+    if group.is_main:
+        log.close()
+        writer.close()
+        learning_curves(out_dir / "metrics.jsonl", out_dir / "curves.png", metric.name)
     return out_dir
 
 

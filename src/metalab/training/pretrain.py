@@ -24,12 +24,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from metalab import checkpoint
 from metalab.config import PretrainConfig
 from metalab.data.classification import ROTATIONS, class_table
-from metalab.data.episode import VAL_SEED, fixed_episodes, generator_for
+from metalab.data.episode import VAL_SEED, contiguous_share, fixed_episodes, generator_for
 from metalab.data.sinusoid import SinusoidTasks
 from metalab.data.splits import load_split_data
+from metalab.distributed import sync
+from metalab.distributed.group import Group
 from metalab.errors import MetalabError
 from metalab.models.networks import conv4, mlp
 from metalab.runtime import configure_torch
@@ -38,18 +39,20 @@ KIND = "pretrained"  # the checkpoint's "kind", so a fine-tuning start can tell 
 VAL_BATCH = 512  # validation images per forward pass
 
 
-def pretrain(config: PretrainConfig, out_dir, data_dir=None) -> dict:
-    """Pre-train as configured; returns the saved checkpoint's contents (parameters on the CPU)."""
+def pretrain(config: PretrainConfig, out_dir, data_dir=None, group: Group = Group()) -> dict:
+    """Pre-train as configured; returns the saved checkpoint's contents (parameters on the CPU). With a group
+    of several processes (distributed.group.join) each splits every batch's examples; rank 0 writes."""
     configure_torch(config.threads, config.device)
     out_path = Path(out_dir) / "pretrained.pt"
     if config.problem == "sinusoid":
-        return pretrain_regressor(config, out_path)
+        return pretrain_regressor(config, out_path, group=group)
     data, split = load_split_data(config.split, data_dir)
     bank, table = class_table(data, split.train, ROTATIONS if config.rotations else (0,))
-    return pretrain_classifier(config, bank, table, out_path)
+    return pretrain_classifier(config, bank, table, out_path, group)
 
 
-def pretrain_classifier(config: PretrainConfig, bank: Tensor, table: Tensor, out_path: Path) -> dict:
+def pretrain_classifier(config: PretrainConfig, bank: Tensor, table: Tensor, out_path: Path,
+                        group: Group = Group()) -> dict:
     """bank uint8 [M, H, W]; table int64 [C, D]: the D drawings of each class (columns: drawers, in order)."""
     classes, drawers = table.shape
     if config.val_drawers >= drawers:
@@ -73,10 +76,11 @@ def pretrain_classifier(config: PretrainConfig, bank: Tensor, table: Tensor, out
     val_batches = [(pixels(val_images[s:s + VAL_BATCH]), val_labels[s:s + VAL_BATCH])
                    for s in range(0, len(val_images), VAL_BATCH)]
     return _fit(config, model, F.cross_entropy, epoch_batches, val_batches, "accuracy", out_path,
-                keep_head=False)
+                keep_head=False, group=group)
 
 
-def pretrain_regressor(config: PretrainConfig, out_path: Path, tasks: SinusoidTasks = SinusoidTasks()) -> dict:
+def pretrain_regressor(config: PretrainConfig, out_path: Path, tasks: SinusoidTasks = SinusoidTasks(),
+                       group: Group = Group()) -> dict:
     """One MLP regressing y on x over the points of random tasks (each step: batch_size fresh tasks); validated
     on fixed tasks of meta-training's validation seed."""
     torch.manual_seed(config.seed)
@@ -91,7 +95,7 @@ def pretrain_regressor(config: PretrainConfig, out_path: Path, tasks: SinusoidTa
     val_batches = [(torch.cat([e.support_x, e.query_x], 1).flatten(0, 1),
                     torch.cat([e.support_y, e.query_y], 1).flatten(0, 1))
                    for e in fixed_episodes(tasks, VAL_SEED, config.val_episodes)]
-    return _fit(config, model, F.mse_loss, epoch_batches, val_batches, "MSE", out_path, keep_head=True)
+    return _fit(config, model, F.mse_loss, epoch_batches, val_batches, "MSE", out_path, keep_head=True, group=group)
 
 
 def _flatten(table: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
@@ -112,37 +116,54 @@ def validation_score(model: nn.Module, batches: list[tuple[Tensor, Tensor]], met
 
 
 def _fit(config: PretrainConfig, model: nn.Module, loss_fn: Callable, epoch_batches: Callable,
-         val_batches: list, metric: str, out_path: Path, keep_head: bool) -> dict:
-    """Adam with early stopping on validation_score; saves each improvement. Returns the best state."""
-    device = torch.device(config.device)
+         val_batches: list, metric: str, out_path: Path, keep_head: bool, group: Group) -> dict:
+    """Adam with early stopping on validation_score; saves each improvement. Returns the best state.
+
+    Several processes: each takes its contiguous share of every batch's examples and of the validation
+    batches. The result is the one-process run's, except that a batch-norm network (the Conv4 classifier)
+    normalizes over each process's share, as DistributedDataParallel does (docs/distributed.md)."""
+    device = group.place(torch.device(config.device))
     model.to(device)
-    val_batches = [(x.to(device), y.to(device)) for x, y in val_batches]  # fixed: moved once, not every epoch
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    params = list(model.parameters())
+    sync.broadcast_parameters(group, params)
+    val_batches = [(x.to(device), y.to(device))  # fixed: moved once, not every epoch
+                   for x, y in val_batches[slice(*contiguous_share(len(val_batches), group.rank, group.size))]]
+    val_examples = sum(y.numel() for _, y in val_batches)
+    optimizer = torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
     better = (lambda a, b: a > b) if metric == "accuracy" else (lambda a, b: a < b)
-    best, history, started = None, [], time.perf_counter()
+    best, history, started, step = None, [], time.perf_counter(), 0
     for epoch in range(1, config.max_epochs + 1):
         loss_sum, examples = 0.0, 0
         for x, y in epoch_batches(epoch):
-            x, y = x.to(device), y.to(device)
-            loss = loss_fn(model(x), y)
+            step += 1
+            group.enter(step)
+            start, stop = contiguous_share(len(y), group.rank, group.size)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            # A share can be empty (a last batch smaller than the number of processes): it adds no gradient.
+            loss = loss_fn(model(x[start:stop].to(device)), y[start:stop].to(device)) if stop > start else None
+            if loss is not None:
+                loss.backward()
+            loss = loss if loss is not None else torch.zeros((), device=device)
+            loss = sync.mean_gradients(group, params, loss, loss, stop - start, len(y), step)[0]
             optimizer.step()
-            loss_sum += loss.item() * len(y)
+            loss_sum += loss * len(y)
             examples += len(y)
-        val = validation_score(model, val_batches, metric)
+        val = validation_score(model, val_batches, metric) if val_batches else 0.0
+        val = sync.weighted_mean(group, val, val_examples, step, "the validation score")
+        sync.check_in_sync(group, params, step)
         improved = best is None or better(val, best["val"])
         history.append({"epoch": epoch, "train_loss": loss_sum / examples, "val": val,
                         "time": time.perf_counter() - started})
-        print(f"epoch {epoch}: train loss {loss_sum / examples:.4f}, val {metric} {val:.4f}"
-              f"{' (best)' if improved else ''}, {history[-1]['time']:.0f} s", flush=True)
+        if group.is_main:
+            print(f"epoch {epoch}: train loss {loss_sum / examples:.4f}, val {metric} {val:.4f}"
+                  f"{' (best)' if improved else ''}, {history[-1]['time']:.0f} s", flush=True)
         if improved:
             best = _state(config, model, keep_head, val, metric, epoch, history)
-            checkpoint.save(out_path, best)
+            sync.save_from_main(group, out_path, lambda: best, step)
         elif epoch - best["epoch"] >= config.patience:
             break
     best["history"] = history
-    checkpoint.save(out_path, best)
+    sync.save_from_main(group, out_path, lambda: best, step)
     return best
 
 
