@@ -265,3 +265,8 @@ def test_without_torchrun_the_group_is_this_process_alone(monkeypatch):
     with pytest.raises(MetalabError, match="--dist-timeout must be a positive"):
         with join(timeout_s=0):
             pass
+    with pytest.raises(MetalabError, match="--dist-backend must be one of"):
+        with join("mpi"):
+            pass
+    with join("nccl", device="cuda") as group:  # one process never needs NCCL (nor, here, a GPU)
+        assert group.size == 1

@@ -109,8 +109,7 @@ class Group:
 
 def choose_backend(backend: str, device: str) -> str:
     """gloo for the CPU, nccl for CUDA devices, unless `backend` names one."""
-    if backend not in DIST_BACKENDS:
-        raise MetalabError(f"--dist-backend must be one of {DIST_BACKENDS}, got {backend!r}")
+    _check_name(backend)
     cuda = device.startswith("cuda")
     chosen = backend if backend != "auto" else ("nccl" if cuda else "gloo")
     if chosen == "nccl" and not cuda:
@@ -128,7 +127,7 @@ def join(backend: str = "auto", timeout_s: float = DIST_TIMEOUT_S, device: str =
         raise MetalabError(f"--dist-timeout must be a positive number of seconds, got {timeout_s}")
     restarts = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0"))
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        choose_backend(backend, device)  # a bad flag is an error with one process too
+        _check_name(backend)  # a misspelt flag is an error with one process too
         yield Group(restarts=restarts, timeout_s=timeout_s)
         return
     chosen = choose_backend(backend, device)
@@ -152,6 +151,11 @@ def join(backend: str = "auto", timeout_s: float = DIST_TIMEOUT_S, device: str =
     finally:
         if finished:  # after a failure the survivors leave at once: tearing down could wait on the dead
             dist.destroy_process_group()
+
+
+def _check_name(backend: str) -> None:
+    if backend not in DIST_BACKENDS:
+        raise MetalabError(f"--dist-backend must be one of {DIST_BACKENDS}, got {backend!r}")
 
 
 def _inject_fault(rank: int, step: int) -> None:
