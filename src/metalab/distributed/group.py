@@ -137,13 +137,16 @@ def join(backend: str = "auto", timeout_s: float = DIST_TIMEOUT_S, device: str =
     except (ValueError, RuntimeError) as error:
         raise MetalabError(f"could not join the other processes ({str(error).strip().splitlines()[0]}); launch "
                            "with torchrun, or set RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT") from error
+    # torchrun's agent keeps one store across restarts: keys of an earlier attempt (a dead rank's address) must
+    # not be read as this attempt's, so each attempt has its own prefix.
+    attempt = f"attempt{restarts}/"
     group = Group(rank, size, int(os.environ.get("LOCAL_RANK", rank)), restarts, timeout_s,
-                  dist.PrefixStore("metalab/", store))
+                  dist.PrefixStore("metalab/" + attempt, store))
     group.store.set(f"step/{rank}", "0")  # before the process group exists, so every rank's key is there
     if torch.device(device).type == "cuda":
         torch.cuda.set_device(group.place(torch.device(device)))
     group.collective("joining", 0, lambda: dist.init_process_group(
-        chosen, store=dist.PrefixStore("pg/", store), rank=rank, world_size=size, timeout=timeout))
+        chosen, store=dist.PrefixStore("pg/" + attempt, store), rank=rank, world_size=size, timeout=timeout))
     finished = False
     try:
         yield group
