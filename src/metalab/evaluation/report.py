@@ -5,18 +5,21 @@ import numpy as np
 from metalab.evaluation.stats import summarize
 from metalab.methods.learner import Metric
 
-# An episode whose loss-like score grew more than DIVERGED-fold from its start has diverged; the start counts as at
-# least the median start, so that an episode starting near zero is not flagged for a small absolute rise.
+# An episode whose loss-like score ends more than DIVERGED-fold above the best it reached along the way has
+# diverged (it may first improve, then blow up); never for a score below the median start (0.01 -> 0.2 is no
+# divergence on a problem that starts near 1).
 DIVERGED = 10.0
 
 
 def diverged(scores: np.ndarray, row: int, metric: Metric) -> np.ndarray:
-    """[episodes] bool: the episodes whose score after `row` steps is non-finite or, for a loss-like metric,
-    more than DIVERGED times its value before adaptation (row 0), or than the median of those values."""
+    """[episodes] bool: the episodes whose score after `row` steps (scores [rows, episodes]) is non-finite or, for
+    a loss-like metric, above both DIVERGED times its best after 0..row steps and the median score at step 0."""
     values = scores[row]
-    start = np.maximum(scores[0], np.median(scores[0]))
-    grown = np.zeros_like(values, dtype=bool) if metric.higher_is_better else values > DIVERGED * start
-    return ~np.isfinite(values) | grown
+    if metric.higher_is_better:
+        return ~np.isfinite(values)
+    best = np.nanmin(np.where(np.isfinite(scores[:row + 1]), scores[:row + 1], np.nan), axis=0)
+    threshold = np.maximum(DIVERGED * best, np.median(scores[0]))
+    return ~np.isfinite(values) | (values > threshold)
 
 
 def report(scores: np.ndarray, rows: list[int], metric: Metric, step_name: str, show: bool = True) -> dict:
@@ -33,7 +36,7 @@ def report(scores: np.ndarray, rows: list[int], metric: Metric, step_name: str, 
             entry.update(median=float(np.median(values)), diverged=count)
             line += f", median {entry['median']:.4g}"
             if count:
-                line += f"; DIVERGED in {count} of {values.size} episodes (loss up more than {DIVERGED:g}x)"
+                line += f"; DIVERGED in {count} of {values.size} episodes (up more than {DIVERGED:g}x from their best)"
         when = f"after {row:2d} {step_name}" if step_name else "after reading the support set"
         if show:
             print(f"  {when}: {metric.name} {line}")
