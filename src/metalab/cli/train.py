@@ -4,12 +4,14 @@ from pathlib import Path
 
 from metalab.cli.flags import add_fields, given
 from metalab.config import PRESETS, Config, preset
+from metalab.errors import MetalabError
 
 
 def add_commands(commands) -> None:
     train = commands.add_parser("train", help="meta-train a method from a named preset with overrides")
     train.add_argument("--preset", required=True, choices=sorted(PRESETS))
     train.add_argument("--resume", action="store_true", help="continue from out_dir/last.pt")
+    train.add_argument("--overwrite", action="store_true", help="replace the run already in out_dir")
     train.add_argument("--data-dir", help="folder of the Omniglot archives")
     add_fields(train, Config)
     train.set_defaults(run=run_train)
@@ -19,7 +21,9 @@ def run_train(args) -> None:
     from metalab.training.loop import train
 
     config = preset(args.preset).replace(**given(args, Config))
+    if args.resume and args.overwrite:
+        raise MetalabError("--resume continues the run in the folder and --overwrite replaces it: pass one of them")
     out_dir = Path(config.out_dir or f"runs/{args.preset}")
     print(f"training {args.preset} into {out_dir}")
-    train(config, out_dir, resume=args.resume, data_dir=args.data_dir)
+    train(config, out_dir, resume=args.resume, data_dir=args.data_dir, overwrite=args.overwrite)
     print(f"done: {out_dir}/best.pt, {out_dir}/curves.png")

@@ -5,7 +5,6 @@ config: resuming from a checkpoint, or sharding a step's tasks over processes, c
 """
 
 import dataclasses
-import json
 import math
 import time
 from pathlib import Path
@@ -16,13 +15,16 @@ from tqdm import tqdm
 from metalab import checkpoint
 from metalab.config import Config
 from metalab.data.episode import VAL_SEED, fixed_episodes, generator_for
-from metalab.errors import MetalabError
 from metalab.evaluation.evaluate import evaluate
 from metalab.methods.registry import make_method
 from metalab.models.networks import reinitialize
 from metalab.plots import learning_curves
 from metalab.problem import Problem, build_problem
 from metalab.runtime import configure_torch
+from metalab.training.guards import Guard, chance_note, gradient_norm
+from metalab.training.metrics_log import MetricsLog
+from metalab.training.resume import restore
+from metalab.training.run_folder import claimed, start_or_refuse
 
 TRAIN_STREAM = 0  # meta-training tasks of step t come from generator_for(seed, TRAIN_STREAM, t)
 
@@ -31,15 +33,22 @@ def meta_parameters(meta: dict) -> list[torch.Tensor]:
     return [p for group in meta.values() for p in group.values()]
 
 
-def train(config: Config, out_dir: Path, resume: bool = False, data_dir=None, problem: Problem | None = None) -> Path:
+def train(config: Config, out_dir: Path, resume: bool = False, data_dir=None, problem: Problem | None = None,
+          overwrite: bool = False) -> Path:
     """Meta-train; writes last.pt / best.pt, metrics.jsonl, TensorBoard events and curves.png to out_dir.
 
     `problem` replaces the one built from the config: your own task distributions and network (whose
     initialization is drawn again from `config.seed`); the method is the config's (`method`, `inner_lr`, ...).
+    A folder that holds a run is continued with `resume`, replaced with `overwrite`, else refused; one process
+    at a time writes into it.
     """
+    with claimed(Path(out_dir)) as out_dir:
+        start_or_refuse(out_dir, resume, overwrite)
+        return _train(config, out_dir, resume, data_dir, problem)
+
+
+def _train(config: Config, out_dir: Path, resume: bool, data_dir, problem: Problem | None) -> Path:
     device = configure_torch(config.threads, config.device)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     problem = problem or build_problem(config, data_dir, parts=("train", "val"))
     method = make_method(config, problem.learner)
     metric = problem.learner.metric
@@ -52,34 +61,22 @@ def train(config: Config, out_dir: Path, resume: bool = False, data_dir=None, pr
     optimizer = torch.optim.Adam(meta_parameters(meta), lr=config.meta_lr)
     schedule = _schedule(config)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
-    start, best = 0, None
+    start, best, guard = 0, None, Guard(config)
     if resume and (out_dir / "last.pt").exists():
-        state = checkpoint.load(out_dir / "last.pt", device)
-        if state["config"] != dataclasses.asdict(config):
-            raise MetalabError(f"{out_dir}/last.pt was written with a different config; resume with the same "
-                               "preset and overrides, or train into another --out-dir")
-        for group, params in state["meta"].items():
-            for name, value in params.items():
-                meta[group][name].data.copy_(value)
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        torch.set_rng_state(state["torch_rng"].cpu())  # map_location moved it to the device
-        start, best = state["step"], state["best"]
-        _truncate_log(out_dir / "metrics.jsonl", start)
+        start, best = restore(out_dir / "last.pt", config, meta, optimizer, scheduler)
+        guard.saved(out_dir / "last.pt", start)
     elif resume:
         print(f"no checkpoint in {out_dir}; starting from step 0")
-    else:
-        (out_dir / "metrics.jsonl").unlink(missing_ok=True)
 
     from torch.utils.tensorboard import SummaryWriter
 
     writer = SummaryWriter(str(out_dir / "tensorboard"), purge_step=start)
     val_set = list(fixed_episodes(problem.tasks["val"], VAL_SEED, config.val_episodes))
-    log = open(out_dir / "metrics.jsonl", "a")
+    log = MetricsLog(out_dir / "metrics.jsonl", start)  # records past `start` are recomputed
     # Wall time and this process's CPU time, both continued across resumes. CPU time is what a run costs
     # on a shared machine, where wall time also counts the other processes' turns on the cores.
-    wall_clock = time.perf_counter() - _last_logged(out_dir / "metrics.jsonl", "time")
-    cpu_clock = time.process_time() - _last_logged(out_dir / "metrics.jsonl", "cpu_time")
+    wall_clock = time.perf_counter() - log.last("time")
+    cpu_clock = time.process_time() - log.last("cpu_time")
     bar = tqdm(range(start, config.steps), initial=start, total=config.steps, desc="meta-train", dynamic_ncols=True)
     for step in bar:
         episode = problem.tasks["train"].sample(generator_for(config.seed, TRAIN_STREAM, step),
@@ -88,14 +85,13 @@ def train(config: Config, out_dir: Path, resume: bool = False, data_dir=None, pr
         loss, score = method.meta_loss(meta, episode, step)
         loss.backward()
         loss, score = loss.item(), score.item()
-        if not math.isfinite(loss):
-            raise MetalabError(f"the meta-training loss became {loss} at step {step}; lower --meta-lr or "
-                               f"--inner-lr (now {config.meta_lr} and {config.inner_lr}) or enable --grad-clip")
-        grad_norm = (torch.nn.utils.clip_grad_norm_(meta_parameters(meta), config.grad_clip)
-                     if config.grad_clip > 0 else torch.tensor(float("nan")))
+        done = step + 1
+        grad_norm = gradient_norm(meta_parameters(meta), config.grad_clip)
+        guard.step(done, loss, grad_norm)
         optimizer.step()
         scheduler.step()
-        done = step + 1
+        if done % config.val_every == 0 or done % config.checkpoint_every == 0 or done == config.steps:
+            guard.parameters(done, meta_parameters(meta))
         record = {"step": done, "time": time.perf_counter() - wall_clock, "cpu_time": time.process_time() - cpu_clock,
                   "loss": loss, "score": score}
         if done % config.log_every == 0:
@@ -103,6 +99,7 @@ def train(config: Config, out_dir: Path, resume: bool = False, data_dir=None, pr
             bar.set_postfix(loss=f"{loss:.3f}", score=f"{score:.3f}")
         if done % config.val_every == 0 or done == config.steps:
             record["val"] = evaluate(meta, method, val_set, [method.eval_steps])[method.eval_steps].mean
+            guard.validation(done, record["val"], metric)
             improved = best is None or _better(record["val"], best, metric.higher_is_better)
             if improved:
                 best = record["val"]
@@ -111,16 +108,19 @@ def train(config: Config, out_dir: Path, resume: bool = False, data_dir=None, pr
             if improved:
                 checkpoint.save(out_dir / "best.pt", _state(config, meta, optimizer, scheduler, done, best))
         if done % config.log_every == 0 or "val" in record:
-            log.write(json.dumps(record) + "\n")
-            log.flush()
+            log.append(record)
             for key in ("loss", "score", "val", "grad_norm"):
                 if key in record:
                     writer.add_scalar(key, record[key], done)
         if done % config.checkpoint_every == 0 or done == config.steps:
             checkpoint.save(out_dir / "last.pt", _state(config, meta, optimizer, scheduler, done, best))
+            guard.saved(out_dir / "last.pt", done)
     log.close()
     writer.close()
     learning_curves(out_dir / "metrics.jsonl", out_dir / "curves.png", metric.name)
+    note = chance_note(metric, config, best)
+    if note:
+        print(note)
     return out_dir
 
 
@@ -139,17 +139,3 @@ def _state(config, meta, optimizer, scheduler, step, best) -> dict:
             "meta": {g: {n: p.detach().cpu() for n, p in ps.items()} for g, ps in meta.items()},
             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
             "torch_rng": torch.get_rng_state()}
-
-
-def _truncate_log(path: Path, step: int) -> None:
-    """Drop log records written after the checkpoint we resume from (they will be recomputed)."""
-    if path.exists():
-        kept = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
-        path.write_text("".join(line + "\n" for line in kept))
-
-
-def _last_logged(path: Path, key: str) -> float:
-    """The value of `key` in the last log record (0 for a fresh run): clocks continue across a resume."""
-    if not path.exists() or not path.read_text().strip():
-        return 0.0
-    return json.loads(path.read_text().splitlines()[-1]).get(key, 0.0)

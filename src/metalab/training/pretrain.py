@@ -33,6 +33,7 @@ from metalab.data.splits import load_split_data
 from metalab.errors import MetalabError
 from metalab.models.networks import conv4, mlp
 from metalab.runtime import configure_torch
+from metalab.training.run_folder import claimed
 
 KIND = "pretrained"  # the checkpoint's "kind", so a fine-tuning start can tell it from a meta-training one
 VAL_BATCH = 512  # validation images per forward pass
@@ -41,7 +42,11 @@ VAL_BATCH = 512  # validation images per forward pass
 def pretrain(config: PretrainConfig, out_dir, data_dir=None) -> dict:
     """Pre-train as configured; returns the saved checkpoint's contents (parameters on the CPU)."""
     configure_torch(config.threads, config.device)
-    out_path = Path(out_dir) / "pretrained.pt"
+    with claimed(Path(out_dir), "--out"):  # one writer of the folder at a time
+        return _pretrain(config, Path(out_dir) / "pretrained.pt", data_dir)
+
+
+def _pretrain(config: PretrainConfig, out_path: Path, data_dir) -> dict:
     if config.problem == "sinusoid":
         return pretrain_regressor(config, out_path)
     data, split = load_split_data(config.split, data_dir)
