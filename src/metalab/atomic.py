@@ -35,7 +35,9 @@ def atomic_path(final: Path):
     except OSError as error:
         if error.errno not in _DISK_FULL:
             raise
-        raise MetalabError(f"no space left on the device of {final.parent} while writing {final.name} "
+        where = ("the file-size limit (ulimit -f) was reached in" if error.errno == errno.EFBIG
+                 else "no space left on the device of")
+        raise MetalabError(f"{where} {final.parent} while writing {final.name} "
                            f"({error.strerror}); free some space there or write elsewhere (--out-dir for runs, "
                            f"METALAB_CACHE for the data cache). Nothing was overwritten.") from error
     finally:

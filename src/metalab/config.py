@@ -16,6 +16,16 @@ TASK_BATCHING = ("loop", "vmap")  # how a method maps over the tasks of a batch 
 HEAD_INITS = ("zero", "class_means", "normalized_class_means", "keep")  # fine-tuning heads (methods/heads.py)
 
 
+# What Config accepts, field by field (the command line's fuzz tests draw their bad values from these too).
+CONFIG_CHOICES = {"problem": ("omniglot", "sinusoid"), "embedding": ("conv4", "pixels"),
+                  "lr_schedule": ("cosine", "constant"), "task_batching": TASK_BATCHING,
+                  "lr_shape": ("element", "tensor"), "split": ("minimal", "lake", "vinyals")}
+CONFIG_POSITIVE = ("ways", "shots", "queries", "hidden", "width", "layers", "memory_slots", "steps", "meta_batch_size",
+                   "val_every", "val_episodes", "checkpoint_every", "log_every", "inner_lr", "meta_lr")
+CONFIG_AT_LEAST_ZERO = ("inner_steps", "eval_inner_steps", "first_order_warmup", "threads", "train_alphabets", "seed",
+                        "grad_clip", "augment")
+
+
 @dataclass(frozen=True)
 class Config:
     # problem
@@ -63,14 +73,8 @@ class Config:
 
     def __post_init__(self):
         check_types(self)
-        _check_choices(self, {"problem": ("omniglot", "sinusoid"), "embedding": ("conv4", "pixels"),
-                              "lr_schedule": ("cosine", "constant"), "task_batching": TASK_BATCHING,
-                              "lr_shape": ("element", "tensor"), "split": ("minimal", "lake", "vinyals")})
-        _check_numbers(self, positive=("ways", "shots", "queries", "hidden", "width", "layers", "memory_slots",
-                                       "steps", "meta_batch_size", "val_every", "val_episodes", "checkpoint_every",
-                                       "log_every", "inner_lr", "meta_lr"),
-                       at_least_zero=("inner_steps", "eval_inner_steps", "first_order_warmup", "threads",
-                                      "train_alphabets", "seed", "grad_clip", "augment"))
+        _check_choices(self, CONFIG_CHOICES)
+        _check_numbers(self, positive=CONFIG_POSITIVE, at_least_zero=CONFIG_AT_LEAST_ZERO)
         if not self.method:
             raise MetalabError("--method must name a method (methods/registry.py), got an empty string")
         if self.problem != "omniglot" and (self.mirrors or self.augment or self.train_alphabets):
@@ -167,8 +171,9 @@ def check_types(config) -> None:
         accepted = (int, float) if kind is float else kind
         if isinstance(kind, type) and (not isinstance(value, accepted) or (kind is not bool and
                                                                            isinstance(value, bool))):
+            shown = repr(value) if isinstance(value, (str, int, float, type(None))) else f"a {type(value).__name__}"
             raise MetalabError(f"--{_flag(field.name)} must be a{'n' if kind is int else ''} "
-                               f"{_TYPE_NAMES.get(kind, kind.__name__)}, got {value!r}")
+                               f"{_TYPE_NAMES.get(kind, kind.__name__)}, got {shown[:80]}")
 
 
 _TYPE_NAMES = {int: "integer", float: "number", bool: "boolean (true or false)", str: "string"}

@@ -37,7 +37,7 @@ def main(argv=None) -> int:
     try:
         return args.run(args) or 0
     except MetalabError as error:
-        print(f"metalab: error: {error}", file=sys.stderr)
+        print(f"metalab: error: {' '.join(str(error).split())}", file=sys.stderr)  # one line, whatever it quotes
         return 2
 
 

@@ -16,7 +16,7 @@ from metalab import checkpoint
 from metalab.config import Config
 from metalab.data.episode import VAL_SEED, fixed_episodes, generator_for
 from metalab.evaluation.evaluate import evaluate
-from metalab.methods.registry import make_method
+from metalab.methods.registry import entry, make_method
 from metalab.models.networks import reinitialize
 from metalab.plots import learning_curves
 from metalab.problem import Problem, build_problem
@@ -42,13 +42,14 @@ def train(config: Config, out_dir: Path, resume: bool = False, data_dir=None, pr
     A folder that holds a run is continued with `resume`, replaced with `overwrite`, else refused; one process
     at a time writes into it.
     """
+    device = configure_torch(config.threads, config.device)
+    entry(config.method)  # an unknown method fails here, before the folder is touched
     with claimed(Path(out_dir)) as out_dir:
         start_or_refuse(out_dir, resume, overwrite)
-        return _train(config, out_dir, resume, data_dir, problem)
+        return _train(config, out_dir, resume, data_dir, problem, device)
 
 
-def _train(config: Config, out_dir: Path, resume: bool, data_dir, problem: Problem | None) -> Path:
-    device = configure_torch(config.threads, config.device)
+def _train(config: Config, out_dir: Path, resume: bool, data_dir, problem: Problem | None, device) -> Path:
     problem = problem or build_problem(config, data_dir, parts=("train", "val"))
     method = make_method(config, problem.learner)
     metric = problem.learner.metric
