@@ -103,6 +103,8 @@ def test_a_run_killed_then_resumed_equals_the_uninterrupted_one(tmp_path, uninte
     out = tmp_path / "run"
     killed = child([*SINUSOID, "--out-dir", out], fault=fault)
     assert killed.returncode == -signal.SIGKILL, (fault, killed.returncode, killed.stderr[-2000:])
+    if fault.startswith(("checkpoint-half", "checkpoint-before-rename")):
+        assert list(out.glob(".*.pt.*.tmp")), "the kill came during the write: its temporary file is there"
     resumed = child([*SINUSOID, "--out-dir", out, "--resume"])
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert_same_run(uninterrupted, out)
@@ -183,6 +185,8 @@ def test_a_run_killed_while_building_the_cache_resumes_to_the_same_result(tmp_pa
     cache = {"METALAB_CACHE": str(tmp_path / "cache")}
     killed = child(omniglot_args(omniglot_dir, tmp_path / "run"), fault=fault, env=cache)
     assert killed.returncode == -signal.SIGKILL
+    if fault.startswith("cache-half"):
+        assert list((tmp_path / "cache").glob(".*.npz.*.tmp")), "the kill came while the cache file was written"
     resumed = child([*omniglot_args(omniglot_dir, tmp_path / "run"), "--resume"], env=cache)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert_same_run(tmp_path / "straight", tmp_path / "run")
