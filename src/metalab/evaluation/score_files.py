@@ -34,7 +34,7 @@ def load_score_row(path, row: int, flag: str = "--step") -> np.ndarray:
     """Row `row` (negative: from the end) of a score file as float64 [episodes]; a 1-D file is one row."""
     path = Path(path)
     if not path.is_file():
-        raise MetalabError(f"{path}: no score file there; {FIX}")
+        raise MetalabError(f"{path} does not exist; {FIX}")
     try:
         scores = np.load(path, allow_pickle=False)
     except (ValueError, OSError, EOFError, zipfile.BadZipFile) as error:
