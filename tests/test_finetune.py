@@ -289,7 +289,7 @@ def test_maml_checkpoint_as_start_and_its_head_limit(tmp_path, fake_problem, cap
     (["--init", "random", "--hidden", "4", "--head-lr", "-1"], "--head-lr must be a finite number >= 0"),
     (["--init", "random", "--hidden", "4", "--freeze-blocks", "5", "--episodes", "1"],
      "exceeds the network's 4 body blocks"),
-    (["--init", "random", "--hidden", "4", "--episodes", "0"], "--episodes must be positive"),
+    (["--init", "random", "--hidden", "4", "--episodes", "0"], "--episodes must be a positive finite number, got 0"),
     (["--init", "random", "--hidden", "4", "--grid", "--grid-set", "nope=1"], "--grid-set takes FIELD=V1,V2"),
     (["--init", "random", "--problem", "images"], "--problem must be one of"),
     (["--init", "maml:/nonexistent/best.pt"], "no checkpoint at /nonexistent/best.pt"),

@@ -277,8 +277,9 @@ def test_unrelated_cache_files_are_never_used(fresh_cache, small_archive):
         f"{key}-v{CACHE_FORMAT - 1}.npz": None,  # a valid npz of wrong content: an old format version
         f"omniglot-{SMALL1}-{'0' * 16}-s28-lanczos-v{CACHE_FORMAT}.npz": None,  # another archive
         f"omniglot-{SMALL1}-{sha[:16]}-s28-box-v{CACHE_FORMAT}.npz": b"\x00" * 100,  # other settings
-        f".{key}-v{CACHE_FORMAT}.npz.abcd1234.tmp": b"PK\x03\x04 half-written by a killed process",
     }
+    # Half-written by a killed builder: removed by the next one, which holds the build lock (issue 17, defect 7).
+    stale = fresh_cache / f".{key}-v{CACHE_FORMAT}.npz.abcd1234.tmp"
     for name, payload in strangers.items():
         if payload is None:
             buffer = io.BytesIO()
@@ -287,11 +288,13 @@ def test_unrelated_cache_files_are_never_used(fresh_cache, small_archive):
             payload = buffer.getvalue()
             strangers[name] = payload
         (fresh_cache / name).write_bytes(payload)
+    stale.write_bytes(b"PK\x03\x04 half-written by a killed process")
     got = omniglot._load_archive(SMALL1, small_archive, sha, Preprocessing())
     for k in ("images", "character", "drawer"):
         assert np.array_equal(got[k], reference[k])
     for name, payload in strangers.items():  # untouched
         assert (fresh_cache / name).read_bytes() == payload
+    assert not stale.exists()
 
 
 @pytest.mark.parametrize("damage", ["empty", "garbage", "truncated", "missing-array"])

@@ -50,7 +50,7 @@ def test_resume_after_a_crash_reaches_the_uninterrupted_result(tmp_path, monkeyp
 
 def test_resume_with_another_config_is_refused(tmp_path):
     loop.train(SINUSOID.replace(steps=5), tmp_path)
-    with pytest.raises(MetalabError, match="different config"):
+    with pytest.raises(MetalabError, match="other settings: --meta-lr 0.001 \\(checkpoint\\) vs 0.5"):
         loop.train(SINUSOID.replace(steps=5, meta_lr=0.5), tmp_path, resume=True)
 
 

@@ -20,6 +20,16 @@ DIST_BACKENDS = ("auto", "gloo", "nccl")
 DIST_TIMEOUT_S = 300.0
 
 
+# What Config accepts, field by field (the command line's fuzz tests draw their bad values from these too).
+CONFIG_CHOICES = {"problem": ("omniglot", "sinusoid"), "embedding": ("conv4", "pixels"),
+                  "lr_schedule": ("cosine", "constant"), "task_batching": TASK_BATCHING,
+                  "lr_shape": ("element", "tensor"), "split": ("minimal", "lake", "vinyals")}
+CONFIG_POSITIVE = ("ways", "shots", "queries", "hidden", "width", "layers", "memory_slots", "steps", "meta_batch_size",
+                   "val_every", "val_episodes", "checkpoint_every", "log_every", "inner_lr", "meta_lr")
+CONFIG_AT_LEAST_ZERO = ("inner_steps", "eval_inner_steps", "first_order_warmup", "threads", "train_alphabets", "seed",
+                        "grad_clip", "augment")
+
+
 @dataclass(frozen=True)
 class Config:
     # problem
@@ -66,14 +76,9 @@ class Config:
     out_dir: str = ""  # default runs/<preset>
 
     def __post_init__(self):
-        _check_choices(self, {"problem": ("omniglot", "sinusoid"), "embedding": ("conv4", "pixels"),
-                              "lr_schedule": ("cosine", "constant"), "task_batching": TASK_BATCHING,
-                              "lr_shape": ("element", "tensor"), "split": ("minimal", "lake", "vinyals")})
-        _check_numbers(self, positive=("ways", "shots", "queries", "hidden", "width", "layers", "memory_slots",
-                                       "steps", "meta_batch_size", "val_every", "val_episodes", "checkpoint_every",
-                                       "log_every", "inner_lr", "meta_lr"),
-                       at_least_zero=("inner_steps", "eval_inner_steps", "first_order_warmup", "threads",
-                                      "train_alphabets", "seed", "grad_clip", "augment"))
+        check_types(self)
+        _check_choices(self, CONFIG_CHOICES)
+        _check_numbers(self, positive=CONFIG_POSITIVE, at_least_zero=CONFIG_AT_LEAST_ZERO)
         if not self.method:
             raise MetalabError("--method must name a method (methods/registry.py), got an empty string")
         if self.problem != "omniglot" and (self.mirrors or self.augment or self.train_alphabets):
@@ -107,6 +112,7 @@ class PretrainConfig:
     device: str = "cpu"  # cpu | cuda | cuda:N
 
     def __post_init__(self):
+        check_types(self)
         _check_choices(self, {"problem": ("omniglot", "sinusoid"), "split": ("minimal", "lake", "vinyals")})
         _check_numbers(self, positive=("hidden", "val_drawers", "batch_size", "steps_per_epoch", "val_episodes",
                                        "max_epochs", "patience", "lr"),
@@ -132,6 +138,7 @@ class FinetuneConfig:
     weight_decay: float = 0.0
 
     def __post_init__(self):
+        check_types(self)
         _check_choices(self, {"head_init": HEAD_INITS, "optimizer": ("sgd", "adam")})
         _check_numbers(self, positive=(), at_least_zero=("steps", "head_lr", "body_lr", "layer_decay",
                                                         "freeze_blocks", "unfreeze_every", "weight_decay"))
@@ -147,11 +154,34 @@ def _check_choices(config, choices: dict[str, tuple]) -> None:
 
 
 def _check_numbers(config, positive: tuple[str, ...], at_least_zero: tuple[str, ...]) -> None:
-    for name in positive + at_least_zero:
-        value = getattr(config, name)
-        if not math.isfinite(value) or value < 0 or (value == 0 and name in positive):
-            kind = "a positive finite number" if name in positive else "a finite number >= 0"
+    check_numbers({name: getattr(config, name) for name in positive}, positive=True)
+    check_numbers({name: getattr(config, name) for name in at_least_zero}, positive=False)
+
+
+def check_numbers(values: dict, positive: bool) -> None:
+    """Each value (by field name) is a finite number, > 0 if `positive` else >= 0; seeds are below 2**64."""
+    for name, value in values.items():
+        if not math.isfinite(value) or value < 0 or (value == 0 and positive):
+            kind = "a positive finite number" if positive else "a finite number >= 0"
             raise MetalabError(f"--{_flag(name)} must be {kind}, got {value}")
+        if name == "seed" and value >= SEEDS:
+            raise MetalabError(f"--seed must be below 2**64, got {value}")
+
+
+def check_types(config) -> None:
+    """Every field holds a value of its annotated type (an int is also a float; a bool is not an int)."""
+    for field in dataclasses.fields(config):
+        value, kind = getattr(config, field.name), field.type
+        accepted = (int, float) if kind is float else kind
+        if isinstance(kind, type) and (not isinstance(value, accepted) or (kind is not bool and
+                                                                           isinstance(value, bool))):
+            shown = repr(value) if isinstance(value, (str, int, float, type(None))) else f"a {type(value).__name__}"
+            raise MetalabError(f"--{_flag(field.name)} must be a{'n' if kind is int else ''} "
+                               f"{_TYPE_NAMES.get(kind, kind.__name__)}, got {shown[:80]}")
+
+
+_TYPE_NAMES = {int: "integer", float: "number", bool: "boolean (true or false)", str: "string"}
+SEEDS = 2**64  # seeds are in [0, 2**64): data/episode.py's generator_for
 
 
 def _flag(name: str) -> str:

@@ -37,12 +37,18 @@ def add_commands(commands) -> None:
 
 
 def run_eval(args) -> None:
+    from metalab.atomic import atomic_path
+    from metalab.config import check_numbers
     from metalab.evaluation.checkpoints import evaluate_checkpoint
+    from metalab.evaluation.score_files import check_writable
 
-    for name in ("episodes", "steps", "queries", "ways", "shots"):
-        value = getattr(args, name)
-        if value is not None and (value < 0 or (value == 0 and name != "steps")):
-            raise MetalabError(f"--{name} must be {'>= 0' if name == 'steps' else 'positive'}, got {value}")
+    check_numbers({name: getattr(args, name) for name in ("episodes", "queries", "ways", "shots", "inner_lr")
+                   if getattr(args, name) is not None}, positive=True)
+    check_numbers({name: getattr(args, name) for name in ("steps", "seed", "threads")
+                   if getattr(args, name) is not None}, positive=False)
+    for flag, path in (("--save-scores", args.save_scores), ("--json", args.json)):
+        if path:
+            check_writable(path, flag)  # before the evaluation, not after it
     # Without --device the backend is gloo, which also gathers the scores of a checkpoint evaluated on its GPU.
     with distributed_group(args, args.device or "cpu") as group:
         results = evaluate_checkpoint(args.checkpoint, ways=args.ways, shots=args.shots, queries=args.queries,
@@ -51,15 +57,16 @@ def run_eval(args) -> None:
                                       save_scores=args.save_scores, device=args.device, threads=args.threads,
                                       curvature=args.curvature, group=group)
     if args.json and group.is_main:
-        Path(args.json).write_text(json.dumps(results, indent=2))
+        with atomic_path(Path(args.json)) as tmp:
+            tmp.write_text(json.dumps(results, indent=2))
 
 
 def run_compare(args) -> None:
-    import numpy as np
-
+    from metalab.evaluation.score_files import load_score_row
     from metalab.evaluation.stats import mean_ci, paired_difference
 
-    a, b = np.load(args.scores_a)[args.step_a], np.load(args.scores_b)[args.step_b]
+    a = load_score_row(args.scores_a, args.step_a, "--step-a")
+    b = load_score_row(args.scores_b, args.step_b, "--step-b")
     if a.shape != b.shape:
         raise MetalabError(f"{args.scores_a} has {a.size} episodes and {args.scores_b} has {b.size}; a paired "
                            "comparison needs the same episodes (same --episodes, --seed, ways, shots, queries)")

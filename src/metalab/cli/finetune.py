@@ -81,21 +81,24 @@ def run_pretrain(args) -> None:
 
 
 def run_finetune(args) -> None:
-    import numpy as np
-
+    from metalab.config import check_numbers
     from metalab.data.episode import VAL_SEED, fixed_episodes
     from metalab.evaluation.evaluate import per_episode_scores
     from metalab.evaluation.grid_search import grid_search
     from metalab.evaluation.report import report
+    from metalab.evaluation.score_files import check_writable, save_score_file
     from metalab.methods.finetune import FineTuning
     from metalab.methods.learner import copy_parameters
     from metalab.models.networks import reinitialize
     from metalab.problem import EVAL_QUERIES, build_problem
     from metalab.runtime import configure_torch
 
-    for name in ("episodes", "grid_episodes"):
-        if getattr(args, name) <= 0:
-            raise MetalabError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
+    check_numbers({name: getattr(args, name) for name in ("episodes", "grid_episodes", "ways", "shots", "queries",
+                                                         "hidden") if getattr(args, name) is not None}, positive=True)
+    check_numbers({"seed": args.seed, "threads": args.threads}, positive=False)
+    for flag, path in (("--save-scores", args.save_scores), ("--grid-out", args.grid and args.grid_out)):
+        if path:
+            check_writable(path, flag)  # before the work, not after it
     config, start = starting_point(args)
     config = config.replace(ways=args.ways, shots=args.shots or (10 if config.problem == "sinusoid" else 1),
                             queries=args.queries or EVAL_QUERIES[config.problem], threads=args.threads,
@@ -130,7 +133,7 @@ def run_finetune(args) -> None:
           f"(seed {args.seed}), {time.perf_counter() - began:.0f} s")
     report(scores, record_at, problem.learner.metric, method.step_name)
     if args.save_scores:
-        np.save(args.save_scores, scores[record_at])
+        save_score_file(args.save_scores, scores[record_at])
 
 
 def starting_point(args):
@@ -160,7 +163,11 @@ def starting_point(args):
         if state.get("kind") != KIND:
             raise MetalabError(f"{path} is not written by `metalab pretrain`; for a meta-training checkpoint use "
                                f"--init maml:{path}")
+        fix = "pass the pretrained.pt a `metalab pretrain` run wrote"
+        checkpoint.check_fields(state, {"config": dict, "body": dict, "head": (dict, type(None))}, path, fix)
+        checkpoint.check_tensor_groups({"body": state["body"], "head": state["head"] or {}}, path, "")
         trained = state["config"]
+        checkpoint.check_fields(trained, {"problem": str, "split": str, "hidden": int, "pooling": bool}, path, fix)
         config = Config(problem=trained["problem"], split=trained["split"], hidden=trained["hidden"],
                         pooling=trained["pooling"], device=trained.get("device", "cpu"))
         return config, {**state["body"], **(state["head"] or {})}

@@ -7,10 +7,17 @@ from metalab import __version__
 from metalab.errors import MetalabError
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse, except that a bad command line is one line on stderr (exit 2), as every other error is."""
+
+    def error(self, message):
+        self.exit(2, f"metalab: error: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from metalab.cli import data, evaluate, finetune, table, train
 
-    parser = argparse.ArgumentParser(prog="metalab", description=__doc__)
+    parser = Parser(prog="metalab", description=__doc__)
     parser.add_argument("--version", action="version", version=f"metalab {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     data.add_commands(commands)
@@ -30,7 +37,7 @@ def main(argv=None) -> int:
     try:
         return args.run(args) or 0
     except MetalabError as error:
-        print(f"metalab: error: {error}", file=sys.stderr)
+        print(f"metalab: error: {' '.join(str(error).split())}", file=sys.stderr)  # one line, whatever it quotes
         return 2
 
 

@@ -10,6 +10,7 @@ scored. With --against, every other method also gets its paired difference to th
 
 from pathlib import Path
 
+from metalab.atomic import atomic_path
 from metalab.errors import MetalabError
 
 
@@ -25,12 +26,11 @@ def add_commands(commands) -> None:
 
 
 def run_table(args) -> None:
-    import numpy as np
-
+    from metalab.evaluation.score_files import check_writable, load_score_row
     from metalab.evaluation.stats import mean_ci, paired_difference
     from metalab.plots import score_against_shots
 
-    shots = [int(s) for s in args.shots.split(",")]
+    shots = _shots(args.shots)
     methods = {}
     for text in args.method:
         name, _, pattern = text.partition("=")
@@ -39,14 +39,11 @@ def run_table(args) -> None:
         methods[name] = pattern
     if args.against and args.against not in methods:
         raise MetalabError(f"--against {args.against!r} is not one of the methods {sorted(methods)}")
+    check_writable(args.out, "--out")
     scores = {}
     for name, pattern in methods.items():
         for k in shots:
-            path = Path(pattern.format(shots=k))
-            if not path.exists():
-                raise MetalabError(f"{path} (method {name!r}, {k} shots) does not exist; write it with "
-                                   "`metalab eval --save-scores` or `metalab finetune --save-scores`")
-            scores[name, k] = np.load(path)[-1]
+            scores[name, k] = load_score_row(Path(pattern.format(shots=k)), -1)
     percent = args.metric == "accuracy"
     show = (lambda e: f"{100 * e.mean:.2f} ± {100 * e.ci95:.2f}") if percent else (lambda e: f"{e.mean:.3f} ± {e.ci95:.3f}")
     estimates = {key: mean_ci(values) for key, values in scores.items()}
@@ -63,9 +60,20 @@ def run_table(args) -> None:
     episodes = {values.size for values in scores.values()}
     lines += ["", f"{args.metric}, mean ± 95% interval over {', '.join(map(str, sorted(episodes)))} episodes."]
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    with atomic_path(out.with_suffix(".md")) as tmp:
+        tmp.write_text("\n".join(lines) + "\n")
     score_against_shots({name: [estimates[name, k] for k in shots] for name in methods}, shots, args.metric,
                         out.with_suffix(".png"))
     print("\n".join(lines))
     print(f"wrote {out.with_suffix('.md')} and {out.with_suffix('.png')}")
+
+
+def _shots(text: str) -> list[int]:
+    """"1,2,5" -> [1, 2, 5], each a positive integer."""
+    try:
+        shots = [int(s) for s in text.split(",")]
+    except ValueError as error:
+        raise MetalabError(f"--shots takes positive integers separated by commas, e.g. 1,5, got {text!r}") from error
+    if not all(k > 0 for k in shots):
+        raise MetalabError(f"--shots takes positive integers separated by commas, e.g. 1,5, got {text!r}")
+    return shots

@@ -17,7 +17,7 @@ import filelock
 import numpy as np
 from PIL import Image
 
-from metalab.atomic import atomic_path
+from metalab.atomic import atomic_path, remove_stale_temporaries
 from metalab.data import download, paths
 from metalab.errors import MetalabError
 
@@ -116,32 +116,69 @@ def _merge(parts) -> Omniglot:
 def _load_archive(name: str, path: Path, sha256: str, settings: Preprocessing) -> dict:
     """The decoded arrays of one archive, from the cache, building it first if needed."""
     cache = paths.cache_dir() / f"omniglot-{name}-{sha256[:16]}-{settings.key()}.npz"
-    arrays = _read_cache(cache)
+    expected = _drawings_in(path)
+    arrays = _read_cache(cache, settings, expected)
     if arrays is None:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        # Two processes may start at once: one builds, the other waits and then reads its result.
-        with filelock.FileLock(str(cache) + ".lock"):
-            arrays = _read_cache(cache)
+        try:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            # Two processes may start at once: one builds, the other waits and then reads its result.
+            lock = filelock.FileLock(str(cache) + ".lock")
+            lock.acquire()
+        except OSError as error:
+            raise MetalabError(f"cannot write the data cache {cache.parent} ({error.strerror or error}); point "
+                               "METALAB_CACHE to a folder you can write to") from error
+        try:
+            remove_stale_temporaries(cache.parent, prefix=cache.name)  # of builders killed mid-write
+            arrays = _read_cache(cache, settings, expected)
             if arrays is None:
                 arrays = _decode_archive(name, path, settings)
+                _remove_folder_in_the_way(cache)
                 with atomic_path(cache) as tmp:
                     with open(tmp, "wb") as f:
                         np.savez(f, **arrays)
+        finally:
+            lock.release()
     return arrays
 
 
 _CACHED = ("images", "character", "drawer")
 
 
-def _read_cache(cache: Path) -> dict | None:
-    """The arrays of a cache file; None when it is absent or unreadable (damaged: it is then rebuilt)."""
-    if not cache.exists():
+def _read_cache(cache: Path, settings: Preprocessing, expected: int | None) -> dict | None:
+    """The arrays of a cache file; None when it is absent, unreadable or not what this archive decodes to
+    (damaged: it is then rebuilt). `expected`: the archive's number of drawings (None: unknown)."""
+    if not cache.is_file():
         return None
     try:
-        with np.load(cache) as npz:
-            return {k: npz[k] for k in _CACHED}
+        with np.load(cache, allow_pickle=False) as npz:
+            arrays = {k: npz[k] for k in _CACHED}
     except (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile, zlib.error):
         return None
+    images, character, drawer = (arrays[k] for k in _CACHED)
+    count = len(images) if images.ndim else -1
+    sound = (images.dtype == np.uint8 and images.shape[1:] == (settings.size, settings.size) and count > 0
+             and character.shape == (count,) and character.dtype.kind == "U" and drawer.shape == (count,)
+             and drawer.dtype.kind in "iu" and (expected is None or count == expected))
+    return arrays if sound else None
+
+
+def _drawings_in(path: Path) -> int | None:
+    """The number of drawings (.png members) of an archive; None when it cannot be read (decoding says why)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return sum(member.endswith(".png") for member in archive.namelist())
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError):
+        return None
+
+
+def _remove_folder_in_the_way(cache: Path) -> None:
+    """An empty folder where the cache file goes is removed; a non-empty one is the user's to move."""
+    if cache.is_dir():
+        try:
+            cache.rmdir()
+        except OSError as error:
+            raise MetalabError(f"{cache} is a folder with files where the data cache file goes; move it away "
+                               "(or point METALAB_CACHE elsewhere)") from error
 
 
 def _decode_archive(name: str, path: Path, settings: Preprocessing) -> dict:

@@ -14,6 +14,7 @@ from metalab.errors import MetalabError
 from metalab.evaluation.curvature import episode_curvatures, summarize_curvatures
 from metalab.evaluation.evaluate import gathered_scores
 from metalab.evaluation.report import diverged, report
+from metalab.evaluation.score_files import save_score_file
 from metalab.methods.optimization import InnerLoop
 from metalab.methods.registry import make_method
 from metalab.problem import EVAL_QUERIES, build_problem
@@ -23,14 +24,34 @@ RENAMED_GROUPS = {"inner_lr": "learned_lr"}  # meta-parameter groups of older ch
 
 
 def load_trained(path, **overrides) -> tuple[Config, dict, dict]:
-    """(config, meta-parameters, full state) of a meta-training checkpoint, with config fields overridden."""
-    state = checkpoint.load(path, "cpu")
-    if "meta" not in state or "config" not in state:
-        raise MetalabError(f"{path} is not a meta-training checkpoint (no meta-parameters); pass best.pt or "
-                           "last.pt of a `metalab train` run")
-    config = Config(**state["config"]).replace(**{k: v for k, v in overrides.items() if v is not None})
+    """(config, meta-parameters, full state) of a meta-training checkpoint, with config fields overridden.
+    A file that is not one is a MetalabError that says what is wrong with it."""
+    return trained_from(checkpoint.load(path, "cpu"), path, **overrides)
+
+
+def trained_from(state: dict, path, **overrides) -> tuple[Config, dict, dict]:
+    """load_trained for a checkpoint already read (from `path`)."""
+    fix = "pass best.pt or last.pt of a `metalab train` run"
+    checkpoint.check_fields(state, {"config": dict, "meta": dict}, path, fix)
+    checkpoint.check_tensor_groups(state["meta"], path)
+    if "theta" not in state["meta"]:
+        raise MetalabError(f"{path} holds no network parameters (meta.theta); {fix}")
+    config = config_of(state["config"], path).replace(**{k: v for k, v in overrides.items() if v is not None})
     meta = {RENAMED_GROUPS.get(group, group): params for group, params in state["meta"].items()}
     return config, meta, state
+
+
+def config_of(fields: dict, path) -> Config:
+    """The Config a checkpoint was written with (fields added since then take their defaults)."""
+    unknown = sorted(set(fields) - {f.name for f in dataclasses.fields(Config)})
+    if unknown:
+        raise MetalabError(f"{path}: its config has fields this metalab does not know ({', '.join(map(str, unknown))});"
+                           " it comes from another version or program: evaluate it with that one")
+    try:
+        return Config(**fields)
+    except MetalabError as error:
+        raise MetalabError(f"{path}: its config is invalid ({error}); pass best.pt or last.pt of a `metalab train` "
+                           "run") from error
 
 
 def evaluate_checkpoint(path, ways=None, shots=None, queries=None, steps=None, inner_lr=None, episodes=1000,
@@ -45,14 +66,15 @@ def evaluate_checkpoint(path, ways=None, shots=None, queries=None, steps=None, i
     device = group.place(configure_torch(config.threads, config.device))
     meta = {g: {n: p.to(device) for n, p in ps.items()} for g, ps in meta.items()}
     problem = build_problem(config, data_dir, parts=(part,))
-    trained_ways = state["config"]["ways"]
+    trained_ways = state["config"].get("ways", Config.ways)
     shapes = {name: p.shape for name, p in problem.learner.model.named_parameters()}
-    if trained_ways != config.ways and any(shapes[name] != p.shape for name, p in meta["theta"].items()):
+    if trained_ways != config.ways and any(shapes.get(name) != p.shape for name, p in meta["theta"].items()):
         # A network whose parameters do not depend on the number of ways (feedforward + average) can be
         # evaluated at other ways; one with an N-way output layer cannot.
         raise MetalabError(f"this checkpoint's network was trained {trained_ways}-way and its parameters fit "
                            f"only {trained_ways} classes; evaluate it with --ways {trained_ways} "
                            f"(or train a {config.ways}-way model)")
+    checkpoint.check_shapes(meta["theta"], dict(problem.learner.model.named_parameters()), path, "meta.theta")
     problem.learner.model.to(device)
     method = make_method(config, problem.learner)
     steps = method.eval_steps if steps is None else steps
@@ -71,7 +93,7 @@ def evaluate_checkpoint(path, ways=None, shots=None, queries=None, steps=None, i
     if curvature and group.is_main:
         results["curvature"] = _curvature(meta, method, problem.tasks[part], seed, episodes, scores)
     if save_scores and group.is_main:
-        np.save(save_scores, scores)
+        save_score_file(save_scores, scores)
     return results
 
 

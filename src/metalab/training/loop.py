@@ -5,9 +5,9 @@ config: resuming from a checkpoint, or sharding a step's tasks over processes, c
 """
 
 import dataclasses
-import json
 import math
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 import torch
@@ -17,13 +17,16 @@ from metalab.config import Config
 from metalab.data.episode import VAL_SEED, fixed_episodes, generator_for
 from metalab.distributed import sync
 from metalab.distributed.group import Group
-from metalab.errors import MetalabError
 from metalab.evaluation.evaluate import evaluate
-from metalab.methods.registry import make_method
+from metalab.methods.registry import entry, make_method
 from metalab.models.networks import reinitialize
 from metalab.plots import learning_curves
 from metalab.problem import Problem, build_problem
 from metalab.runtime import configure_torch
+from metalab.training.guards import Guard, chance_note, gradient_norm
+from metalab.training.metrics_log import MetricsLog
+from metalab.training.resume import restore
+from metalab.training.run_folder import claimed, start_or_refuse
 
 TRAIN_STREAM = 0  # meta-training tasks of step t come from generator_for(seed, TRAIN_STREAM, t)
 
@@ -33,18 +36,26 @@ def meta_parameters(meta: dict) -> list[torch.Tensor]:
 
 
 def train(config: Config, out_dir: Path, resume: bool = False, data_dir=None, problem: Problem | None = None,
-          group: Group = Group(), check_every: int = 100) -> Path:
+          overwrite: bool = False, group: Group = Group(), check_every: int = 100) -> Path:
     """Meta-train; writes last.pt / best.pt, metrics.jsonl, TensorBoard events and curves.png to out_dir.
 
     `problem` replaces the one built from the config: your own task distributions and network (whose
     initialization is drawn again from `config.seed`); the method is the config's (`method`, `inner_lr`, ...).
-    `group` (distributed.group.join) splits each step's tasks over processes, which compute the same run;
-    their parameters are compared every `check_every` steps. Rank 0 alone writes to out_dir.
+    A folder that holds a run is continued with `resume`, replaced with `overwrite`, else refused; one process
+    at a time writes into it. `group` (distributed.group.join) splits each step's tasks over processes, which
+    compute the same run; their parameters are compared every `check_every` steps. Rank 0 alone writes.
     """
     device = group.place(configure_torch(config.threads, config.device))
+    entry(config.method)  # an unknown method fails here, before the folder is touched
+    with claimed(Path(out_dir)) if group.is_main else nullcontext(Path(out_dir)) as out_dir:
+        if group.is_main:
+            start_or_refuse(out_dir, resume, overwrite)
+        return _train(config, out_dir, resume, data_dir, problem, device, group, check_every)
+
+
+def _train(config: Config, out_dir: Path, resume: bool, data_dir, problem: Problem | None, device, group: Group,
+           check_every: int) -> Path:
     tasks_here = group.share(config.meta_batch_size, "tasks of a meta-batch")
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     problem = problem or build_problem(config, data_dir, parts=("train", "val"))
     method = make_method(config, problem.learner)
     metric = problem.learner.metric
@@ -57,41 +68,29 @@ def train(config: Config, out_dir: Path, resume: bool = False, data_dir=None, pr
     optimizer = torch.optim.Adam(meta_parameters(meta), lr=config.meta_lr)
     schedule = _schedule(config)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
-    start, best = 0, None
+    start, best, guard = 0, None, Guard(config)
     state = sync.load_from_main(group, out_dir / "last.pt") if resume else None
     if state is not None:
-        if state["config"] != dataclasses.asdict(config):
-            raise MetalabError(f"{out_dir}/last.pt was written with a different config; resume with the same "
-                               "preset and overrides, or train into another --out-dir")
-        for part, params in state["meta"].items():
-            for name, value in params.items():
-                meta[part][name].data.copy_(value)
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        torch.set_rng_state(state["torch_rng"].cpu())  # map_location moved it to the device
-        start, best = state["step"], state["best"]
-        if group.is_main:
-            _truncate_log(out_dir / "metrics.jsonl", start)
-    elif resume:
-        if group.is_main:
-            print(f"no checkpoint in {out_dir}; starting from step 0")
-    elif group.is_main:
-        (out_dir / "metrics.jsonl").unlink(missing_ok=True)
+        start, best = restore(state, out_dir / "last.pt", config, meta, optimizer, scheduler)
+        guard.saved(out_dir / "last.pt", start)
+    elif resume and group.is_main:
+        print(f"no checkpoint in {out_dir}; starting from step 0")
     sync.broadcast_parameters(group, meta_parameters(meta))
 
     from torch.utils.tensorboard import SummaryWriter
 
     writer = SummaryWriter(str(out_dir / "tensorboard"), purge_step=start) if group.is_main else None
     val_set = list(fixed_episodes(problem.tasks["val"], VAL_SEED, config.val_episodes, share=(group.rank, group.size)))
-    log = open(out_dir / "metrics.jsonl", "a") if group.is_main else None
+    log = MetricsLog(out_dir / "metrics.jsonl", start) if group.is_main else None  # records past `start` recomputed
     # Wall time and this process's CPU time, both continued across resumes. CPU time is what a run costs
     # on a shared machine, where wall time also counts the other processes' turns on the cores.
-    wall_clock = time.perf_counter() - _last_logged(out_dir / "metrics.jsonl", "time")
-    cpu_clock = time.process_time() - _last_logged(out_dir / "metrics.jsonl", "cpu_time")
+    wall_clock = time.perf_counter() - (log.last("time") if log else 0.0)
+    cpu_clock = time.process_time() - (log.last("cpu_time") if log else 0.0)
     bar = tqdm(range(start, config.steps), initial=start, total=config.steps, desc="meta-train", dynamic_ncols=True,
                disable=not group.is_main)
     for step in bar:
-        group.enter(step + 1)
+        done = step + 1
+        group.enter(done)
         # Every rank draws the whole meta-batch and keeps its share: the tasks depend on (seed, step, index) only.
         episode = problem.tasks["train"].sample(generator_for(config.seed, TRAIN_STREAM, step),
                                                 config.meta_batch_size).tasks(*tasks_here).to(device)
@@ -99,15 +98,13 @@ def train(config: Config, out_dir: Path, resume: bool = False, data_dir=None, pr
         loss, score = method.meta_loss(meta, episode, step)
         loss.backward()
         loss, score = sync.mean_gradients(group, meta_parameters(meta), loss, score, episode.batch_size,
-                                           config.meta_batch_size, step + 1)
-        if not math.isfinite(loss):
-            raise MetalabError(f"the meta-training loss became {loss} at step {step}; lower --meta-lr or "
-                               f"--inner-lr (now {config.meta_lr} and {config.inner_lr}) or enable --grad-clip")
-        grad_norm = (torch.nn.utils.clip_grad_norm_(meta_parameters(meta), config.grad_clip)
-                     if config.grad_clip > 0 else torch.tensor(float("nan")))
+                                           config.meta_batch_size, done)
+        grad_norm = gradient_norm(meta_parameters(meta), config.grad_clip)
+        guard.step(done, loss, grad_norm)
         optimizer.step()
         scheduler.step()
-        done = step + 1
+        if done % config.val_every == 0 or done % config.checkpoint_every == 0 or done == config.steps:
+            guard.parameters(done, meta_parameters(meta))
         record = {"step": done, "time": time.perf_counter() - wall_clock, "cpu_time": time.process_time() - cpu_clock,
                   "loss": loss, "score": score}
         if done % config.log_every == 0:
@@ -115,6 +112,7 @@ def train(config: Config, out_dir: Path, resume: bool = False, data_dir=None, pr
             bar.set_postfix(loss=f"{loss:.3f}", score=f"{score:.3f}")
         if done % config.val_every == 0 or done == config.steps:
             record["val"] = evaluate(meta, method, val_set, [method.eval_steps], group, done)[method.eval_steps].mean
+            guard.validation(done, record["val"], metric)
             improved = best is None or _better(record["val"], best, metric.higher_is_better)
             if improved:
                 best = record["val"]
@@ -125,19 +123,22 @@ def train(config: Config, out_dir: Path, resume: bool = False, data_dir=None, pr
                                     lambda: _state(config, meta, optimizer, scheduler, done, best), done)
         if done % check_every == 0 or done == config.steps:
             sync.check_in_sync(group, meta_parameters(meta), done)
-        if group.is_main and (done % config.log_every == 0 or "val" in record):
-            log.write(json.dumps(record) + "\n")
-            log.flush()
+        if log and (done % config.log_every == 0 or "val" in record):
+            log.append(record)
             for key in ("loss", "score", "val", "grad_norm"):
                 if key in record:
                     writer.add_scalar(key, record[key], done)
         if done % config.checkpoint_every == 0 or done == config.steps:
             sync.save_from_main(group, out_dir / "last.pt",
                                 lambda: _state(config, meta, optimizer, scheduler, done, best), done)
+            guard.saved(out_dir / "last.pt", done)
     if group.is_main:
         log.close()
         writer.close()
         learning_curves(out_dir / "metrics.jsonl", out_dir / "curves.png", metric.name)
+        note = chance_note(metric, config, best)
+        if note:
+            print(note)
     return out_dir
 
 
@@ -156,17 +157,3 @@ def _state(config, meta, optimizer, scheduler, step, best) -> dict:
             "meta": {g: {n: p.detach().cpu() for n, p in ps.items()} for g, ps in meta.items()},
             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
             "torch_rng": torch.get_rng_state()}
-
-
-def _truncate_log(path: Path, step: int) -> None:
-    """Drop log records written after the checkpoint we resume from (they will be recomputed)."""
-    if path.exists():
-        kept = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
-        path.write_text("".join(line + "\n" for line in kept))
-
-
-def _last_logged(path: Path, key: str) -> float:
-    """The value of `key` in the last log record (0 for a fresh run): clocks continue across a resume."""
-    if not path.exists() or not path.read_text().strip():
-        return 0.0
-    return json.loads(path.read_text().splitlines()[-1]).get(key, 0.0)

@@ -17,6 +17,7 @@ Training stops after `patience` epochs without improvement, or after `max_epochs
 import copy
 import dataclasses
 import time
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -34,6 +35,7 @@ from metalab.distributed.group import Group
 from metalab.errors import MetalabError
 from metalab.models.networks import conv4, mlp
 from metalab.runtime import configure_torch
+from metalab.training.run_folder import claimed
 
 KIND = "pretrained"  # the checkpoint's "kind", so a fine-tuning start can tell it from a meta-training one
 VAL_BATCH = 512  # validation images per forward pass
@@ -43,12 +45,14 @@ def pretrain(config: PretrainConfig, out_dir, data_dir=None, group: Group = Grou
     """Pre-train as configured; returns the saved checkpoint's contents (parameters on the CPU). With a group
     of several processes (distributed.group.join) each splits every batch's examples; rank 0 writes."""
     configure_torch(config.threads, config.device)
-    out_path = Path(out_dir) / "pretrained.pt"
-    if config.problem == "sinusoid":
-        return pretrain_regressor(config, out_path, group=group)
-    data, split = load_split_data(config.split, data_dir)
-    bank, table = class_table(data, split.train, ROTATIONS if config.rotations else (0,))
-    return pretrain_classifier(config, bank, table, out_path, group)
+    # One writer of the folder at a time: rank 0, the only one that writes.
+    with claimed(Path(out_dir), "--out") if group.is_main else nullcontext(Path(out_dir)) as out_dir:
+        out_path = out_dir / "pretrained.pt"
+        if config.problem == "sinusoid":
+            return pretrain_regressor(config, out_path, group=group)
+        data, split = load_split_data(config.split, data_dir)
+        bank, table = class_table(data, split.train, ROTATIONS if config.rotations else (0,))
+        return pretrain_classifier(config, bank, table, out_path, group)
 
 
 def pretrain_classifier(config: PretrainConfig, bank: Tensor, table: Tensor, out_path: Path,
