@@ -207,6 +207,20 @@ def test_imaml_settings_are_checked(field, value):
         Config(**{field: value})
 
 
+def test_inner_steps_that_the_prior_alone_would_make_diverge_are_refused():
+    model, _, _, _ = flat_problem()
+    with pytest.raises(MetalabError, match="--inner-lr 0.5 times --imaml-lambda 4.0 must be below 2"):
+        ImplicitMAML(Learner(model, mse), lam=4.0, inner_lr=0.5)
+
+
+def test_a_meta_gradient_that_is_not_finite_is_an_error():
+    model, theta, _, _ = flat_problem()
+    method = ImplicitMAML(Learner(model, lambda p, y: (p * float("nan")).mean()), lam=2.0, inner_lr=0.05,
+                          train_steps=1, cg_steps=1)
+    with pytest.raises(MetalabError, match="not finite .* lower --inner-lr"):
+        meta_gradient(method, regression_episode(), theta)
+
+
 def test_presets_build_the_method():
     from metalab.methods.registry import make_method
     from metalab.problem import _network

@@ -139,6 +139,10 @@ class ImplicitMAML:
 
     def __post_init__(self):
         check_vmap_norms(self.learner.model, self.batching)
+        if self.inner_lr * self.lam >= 2 and max(self.train_steps, self.eval_steps) > 0:
+            # the pull toward theta alone multiplies phi - theta by (1 - lr * lambda) each step
+            raise MetalabError(f"--inner-lr {self.inner_lr} times --imaml-lambda {self.lam} must be below 2, or the "
+                               "inner steps diverge; lower --inner-lr")
 
     @classmethod
     def from_config(cls, config: Config, learner: Learner) -> "ImplicitMAML":
@@ -176,8 +180,7 @@ class ImplicitMAML:
         residuals, truncated = cg[:, 0], cg[:, 1] > 0
         if not torch.isfinite(residuals).all():
             raise MetalabError(f"the implicit meta-gradient is not finite (CG residual {residuals.max().item()}): "
-                               f"the inner loop diverged; lower --inner-lr (now {self.inner_lr}) or raise "
-                               f"--imaml-lambda (now {self.lam})")
+                               f"the inner loop diverged; lower --inner-lr (now {self.inner_lr})")
         if truncated.any() and "truncated" not in self._warned:
             self._warned.add("truncated")
             warnings.warn(f"conjugate gradient met non-positive curvature on {int(truncated.sum())} of "
