@@ -77,7 +77,7 @@ def conjugate_gradient(matvec: Callable[[Params], Params], b: Params, steps: int
         rr_next = _dot(r, r)
         p = _plus(r, torch.where(moving, rr_next / rr, torch.zeros_like(rr)), p)
         rr = rr_next
-    residual = torch.where(b_norm > 0, rr.sqrt() / b_norm, torch.zeros_like(b_norm))
+    residual = torch.where(b_norm == 0, torch.zeros_like(b_norm), rr.sqrt() / b_norm)  # NaN stays NaN
     return x, residual, truncated
 
 
