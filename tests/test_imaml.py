@@ -80,9 +80,12 @@ def test_conjugate_gradient_equals_a_dense_solve():
     matrix = torch.eye(len(point), dtype=torch.float64) + hessian(loss_of)(point) / lam
     assert torch.linalg.eigvalsh(matrix).min() > 0  # positive definite: CG's exact answer is the solve's
     b = torch.randn(len(point), generator=torch.Generator().manual_seed(1), dtype=torch.float64)
-    solution, residual, truncated = conjugate_gradient(lambda v: unflatten(matrix @ torch.cat([t.reshape(-1) for t in v.values()])),
-                                            unflatten(b), steps=len(point))
-    torch.testing.assert_close(torch.cat([t.reshape(-1) for t in solution.values()]), torch.linalg.solve(matrix, b),
+    def flatten(params):
+        return torch.cat([t.reshape(-1) for t in params.values()])
+
+    solution, residual, truncated = conjugate_gradient(lambda v: unflatten(matrix @ flatten(v)), unflatten(b),
+                                                       steps=len(point))
+    torch.testing.assert_close(flatten(solution), torch.linalg.solve(matrix, b),
                                rtol=1e-8, atol=1e-10)
     assert residual < 1e-8 and not truncated
 
@@ -171,7 +174,8 @@ def indefinite_task():
 def test_a_solve_stopped_at_its_first_step_falls_back_to_the_first_order_gradient_and_warns_once(batching):
     learner, theta, episode, lam = indefinite_task()
     method = ImplicitMAML(learner, lam=lam, train_steps=0, cg_steps=2, batching=batching)
-    with pytest.warns(UserWarning, match=r"non-positive curvature on 3 of 3 tasks .* first-order meta-gradient.*--imaml-lambda"):
+    expected = r"non-positive curvature on 3 of 3 tasks .* first-order meta-gradient.*--imaml-lambda"
+    with pytest.warns(UserWarning, match=expected):
         got, _ = meta_gradient(method, episode, theta)
     torch.testing.assert_close(got["weight"], torch.ones(1, 2, dtype=torch.float64))
     import warnings

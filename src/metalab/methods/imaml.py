@@ -12,15 +12,15 @@ from the implicit function theorem at that minimizer instead of from differentia
 
 solved by `cg_steps` of conjugate gradient with Hessian-vector products (reverse over reverse: the gradient of
 (grad L) . v, by nested torch.func.grad; forward over reverse, jvp of grad, fails on nn.Linear in this torch with
-"ZeroTensors are immutable"); no Hessian is formed. The inner steps run on a detached theta and are never differentiated,
-so memory does not grow with their number (benchmarks/bench_imaml.py). Only the gradient-descent inner solver of
-the paper is here, not its Hessian-free variant.
+"ZeroTensors are immutable"); no Hessian is formed. The inner steps run on a detached theta and are never
+differentiated, so memory does not grow with their number (benchmarks/bench_imaml.py). Only the paper's
+gradient-descent inner solver is here, not its Hessian-free variant.
 
 The training loop calls backward() on what meta_loss returns, so it returns a stand-in: the mean query loss's
 value, plus sum(theta * g) - its own value, whose gradient w.r.t. theta is exactly the implicit meta-gradient g.
 
 When conjugate gradient does not converge. (I + H / lambda) is positive definite only where the support loss's
-curvature is above -lambda; a network's need not be (on Omniglot's Conv4 it is not, at lambda 2). CG then stops
+curvature is above -lambda; a network's need not be (Omniglot's Conv4: docs/results.md). CG then stops
 at the first direction of non-positive curvature and keeps its iterate (truncated CG), or, when that is the first
 direction, the task takes the first-order meta-gradient b (the limit of large lambda). Each run warns once when
 that happens and once when CG's relative residual ||b - A x|| / ||b|| stays above NOT_CONVERGED (a handful of CG
