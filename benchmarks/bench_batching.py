@@ -99,13 +99,21 @@ def child(spec: dict) -> dict:
     model, episode = problem(args.tasks, args.ways, args.shots, args.queries, args.hidden, args.pooling, spec["norm"],
                              torch.float32, device)
     meta, compute = meta_step_fn(model, episode, spec["steps"], args.inner_lr, spec["batching"])
+    return timed_meta_steps(meta, compute, device, args.warmup, args.iters)
+
+
+def timed_meta_steps(meta: dict, compute, device, warmup: int, iters: int, above_start: bool = False) -> dict:
+    """{times_s, peak_mib} of `iters` meta-steps (zero_grad, compute() for the meta-gradient, Adam) after `warmup`
+    untimed ones. Peak memory: torch.cuda.max_memory_allocated on CUDA, else this process's peak RSS (minus its
+    RSS before the first step if above_start)."""
     optimizer = torch.optim.Adam([p for ps in meta.values() for p in ps.values()], lr=1e-3)
     cuda = device.type == "cuda"
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 if above_start and not cuda else 0
     times = []
-    for i in range(args.warmup + args.iters):
+    for i in range(warmup + iters):
         if cuda:
             torch.cuda.synchronize()
-            if i == args.warmup:
+            if i == warmup:
                 torch.cuda.reset_peak_memory_stats()
         start = time.perf_counter()
         optimizer.zero_grad(set_to_none=True)
@@ -116,14 +124,24 @@ def child(spec: dict) -> dict:
         times.append(time.perf_counter() - start)
     peak = (torch.cuda.max_memory_allocated() if cuda
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
-    return {"times_s": times[args.warmup:], "peak_mib": peak / 2**20}
+    return {"times_s": times[warmup:], "peak_mib": (peak - before) / 2**20}
 
 
-def run_child(spec: dict) -> dict:
-    result = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)], capture_output=True, text=True)
+def run_child(spec: dict, script: str = __file__) -> dict:
+    """`script --child SPEC` in a fresh process: its last line of output, as JSON."""
+    result = subprocess.run([sys.executable, "-W", "ignore", script, "--child", json.dumps(spec)], capture_output=True,
+                            text=True)
     if result.returncode != 0:
         return {"error": result.stderr.strip().splitlines()[-1] if result.stderr.strip() else "failed"}
     return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def machine(args) -> dict:
+    """What a report records of where it ran."""
+    return {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "torch": torch.__version__,
+            "python": platform.python_version(), "device": args.device,
+            "device_name": torch.cuda.get_device_name() if args.device.startswith("cuda") else platform.processor(),
+            "cpus": os.cpu_count(), "load_avg_start": os.getloadavg(), "args": vars(args), "results": {}}
 
 
 def main(argv=None) -> int:
@@ -153,10 +171,7 @@ def main(argv=None) -> int:
         return 0
     configure_torch(args.threads, args.device)
     steps_list = [int(s) for s in args.steps_list.split(",")]
-    report = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "torch": torch.__version__,
-              "python": platform.python_version(), "device": args.device,
-              "device_name": torch.cuda.get_device_name() if args.device.startswith("cuda") else platform.processor(),
-              "cpus": os.cpu_count(), "load_avg_start": os.getloadavg(), "args": vars(args), "results": {}}
+    report = machine(args)
     for steps in steps_list:
         check = gradient_check(args, steps)
         runs = {label(*way): [] for way in WAYS}

@@ -25,7 +25,8 @@ CONFIG_CHOICES = {"problem": ("omniglot", "sinusoid"), "embedding": ("conv4", "p
                   "lr_schedule": ("cosine", "constant"), "task_batching": TASK_BATCHING,
                   "lr_shape": ("element", "tensor"), "split": ("minimal", "lake", "vinyals")}
 CONFIG_POSITIVE = ("ways", "shots", "queries", "hidden", "width", "layers", "memory_slots", "steps", "meta_batch_size",
-                   "val_every", "val_episodes", "checkpoint_every", "log_every", "inner_lr", "meta_lr")
+                   "val_every", "val_episodes", "checkpoint_every", "log_every", "inner_lr", "meta_lr", "imaml_lambda",
+                   "cg_steps")
 CONFIG_AT_LEAST_ZERO = ("inner_steps", "eval_inner_steps", "first_order_warmup", "threads", "train_alphabets", "seed",
                         "grad_clip", "augment")
 
@@ -46,12 +47,14 @@ class Config:
     hidden: int = 64  # Conv4 channels, or the MLP's width
     pooling: bool = True  # Conv4 with max-pooling; False: the MAML paper's stride-2 convolutions
     # method (methods/registry.py) and its inner loop
-    method: str = "maml"  # maml | fomaml | metasgd | learned_update | lstm | mann | average | attention | yours
+    method: str = "maml"  # a name in methods/registry.py: maml, fomaml, metasgd, imaml, lstm, average, protonet, ...
     inner_lr: float = 0.4
     inner_steps: int = 1  # during meta-training
     eval_inner_steps: int = 3  # at validation and evaluation
     lr_shape: str = "element"  # Meta-SGD learned rates: element | tensor
     first_order_warmup: int = 0  # MAML: meta-steps of first-order MAML before second order (buys speed)
+    imaml_lambda: float = 2.0  # implicit MAML: precision of the Gaussian prior centred at theta (methods/imaml.py)
+    cg_steps: int = 5  # implicit MAML: conjugate-gradient steps of its meta-gradient
     # black-box learners (models/blackbox.py); Conv4's width and pooling are `hidden` and `pooling` above
     embedding: str = "conv4"  # how images are embedded: conv4 | pixels (raw, the LSTM homework baseline)
     width: int = 128  # LSTM / controller / encoder / transformer width
@@ -227,6 +230,14 @@ PRESETS: dict[str, Config] = {
     "omniglot-5w1s-attention": _BLACK_BOX.replace(method="attention"),
     "sinusoid-average": _SINUSOID.replace(method="average", width=128, grad_clip=10.0, task_batching="loop"),
     "sinusoid-attention": _SINUSOID.replace(method="attention", width=128, grad_clip=10.0, task_batching="loop"),
+    # Implicit MAML: the paper's lambda 2, 5 CG steps, 16 / 25 inner steps of lr 0.1 at 5 / 20 ways (its code's rate).
+    "omniglot-5w1s-imaml": _OMNIGLOT.replace(method="imaml", inner_lr=0.1, inner_steps=16, eval_inner_steps=16),
+    "omniglot-20w1s-imaml": _OMNIGLOT.replace(method="imaml", ways=20, inner_lr=0.1, inner_steps=25,
+                                              eval_inner_steps=25, meta_batch_size=8, task_batching="loop"),
+    "sinusoid-imaml": _SINUSOID.replace(method="imaml", inner_lr=0.05, inner_steps=10, eval_inner_steps=10),
+    # Prototypical networks: first-order like the black-box learners; at 20 ways 4 tasks keep the images per step.
+    "omniglot-5w1s-protonet": _BLACK_BOX.replace(method="protonet"),
+    "omniglot-20w1s-protonet": _BLACK_BOX.replace(method="protonet", ways=20, meta_batch_size=4),
     # The README's main job: a few minutes of second-order MAML on 2 cores.
     "omniglot-demo": _OMNIGLOT.replace(steps=1000, val_every=250, checkpoint_every=250, val_episodes=100),
 }

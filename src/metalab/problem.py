@@ -45,6 +45,9 @@ def build_problem(config: Config, data_dir=None, parts=("train", "val", "test"))
 
 def _network(config: Config, blackbox: bool, x_shape: tuple, outputs: int):
     images = len(x_shape) == 3
+    own_network = registry.entry(config.method).network
+    if own_network is not None:
+        return own_network(config, x_shape, outputs)
     if blackbox:
         return blackbox_model(config.method, x_shape, label_dim=outputs, out_dim=outputs, classification=images,
                               embedding=config.embedding if images else "mlp", hidden=config.hidden,

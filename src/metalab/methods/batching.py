@@ -12,12 +12,13 @@ written-out SetBatchNorm (docs/design.md).
 from typing import Callable
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 from torch.func import vmap
 from torch.utils._pytree import tree_leaves, tree_map
 
 from metalab.config import TASK_BATCHING
 from metalab.data.episode import Episode
+from metalab.errors import MetalabError
 from metalab.methods.learner import Params
 
 
@@ -37,6 +38,14 @@ def map_tasks(fn: Callable, batching: str, in_dims: tuple) -> Callable:
         return tree_map(lambda *values: torch.stack(values), *outputs)
 
     return looped
+
+
+def check_vmap_norms(model: nn.Module, batching: str) -> None:
+    """A clear error for tasks under vmap through torch's BatchNorm, whose second derivatives vmap gets wrong."""
+    if batching == "vmap" and any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+        raise MetalabError("tasks batched by vmap get a wrong second-order meta-gradient through torch's "
+                           "BatchNorm layers; use metalab.models.networks.SetBatchNorm in the network, "
+                           "or --task-batching loop")
 
 
 def mean_task_loss(task_loss: Callable, meta: dict[str, Params], episode: Episode,

@@ -33,9 +33,7 @@ def batch_loss(meta: MetaParams, episode: Episode, learner: Learner) -> tuple[Te
     """Per-task query losses [B] and scores [B] of a batch of tasks (support_x [B, K, ...], ...)."""
     support_x, support_y, query_x, query_y = episode
     predictions = predict(meta, adapt(meta, support_x, support_y, learner), query_x, learner)
-    losses = torch.stack([learner.loss(p, y) for p, y in zip(predictions, query_y, strict=True)])
-    scores = torch.stack([learner.metric.of(p, y, loss) for p, y, loss in zip(predictions, query_y, losses)])
-    return losses, scores
+    return learner.task_losses(predictions, query_y)
 
 
 @dataclass(frozen=True)

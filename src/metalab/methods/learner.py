@@ -3,6 +3,7 @@
 from dataclasses import dataclass
 from typing import Callable
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
@@ -40,6 +41,12 @@ class Learner:
         prediction = self.predict(phi, x)
         loss = self.loss(prediction, y)
         return loss, self.metric.of(prediction, y, loss)
+
+    def task_losses(self, predictions: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
+        """Each task's loss [B] and score [B] (detached) of predictions [B, n, ...] against targets [B, n, ...]."""
+        losses = torch.stack([self.loss(p, y) for p, y in zip(predictions, targets, strict=True)])
+        scores = torch.stack([self.metric.of(p, y, loss) for p, y, loss in zip(predictions, targets, losses)])
+        return losses, scores
 
 
 def classification(model: nn.Module) -> Learner:

@@ -28,7 +28,7 @@ from metalab.config import Config
 from metalab.data.episode import Episode
 from metalab.errors import MetalabError
 from metalab.methods import update_rules
-from metalab.methods.batching import map_tasks, mean_task_loss
+from metalab.methods.batching import check_vmap_norms, map_tasks, mean_task_loss
 from metalab.methods.learner import Learner, Params, copy_parameters
 from metalab.methods.method import MetaParams
 
@@ -126,11 +126,7 @@ class GradientMethod:
     step_name: str = "inner steps"
 
     def __post_init__(self):
-        if self.batching == "vmap" and any(isinstance(m, nn.modules.batchnorm._BatchNorm)
-                                           for m in self.learner.model.modules()):
-            raise MetalabError("tasks batched by vmap get a wrong second-order meta-gradient through torch's "
-                               "BatchNorm layers; use metalab.models.networks.SetBatchNorm in the network, "
-                               "or --task-batching loop")
+        check_vmap_norms(self.learner.model, self.batching)
 
     @classmethod
     def from_config(cls, config: Config, learner: Learner) -> "GradientMethod":

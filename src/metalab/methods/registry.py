@@ -4,23 +4,30 @@ A method is one file with a class on the seam of methods/method.py and a `from_c
 one line here. Code outside the package adds its own with `register`. `blackbox` says which network the problem
 builder gives it: False, the problem's predictor (Conv4 for images, an MLP for sinusoids), whose parameters the
 method adapts; True, the black-box learner of the same name in models/blackbox.py, which reads the support set.
+`network`, when given, overrides both: network(config, x_shape, outputs) builds the method's own network
+(prototypical networks' embedding).
 """
 
 from dataclasses import dataclass
 from typing import Callable
 
+from torch import nn
+
 from metalab.config import Config
 from metalab.errors import MetalabError
 from metalab.methods.blackbox import BlackBoxMethod
+from metalab.methods.imaml import ImplicitMAML
 from metalab.methods.learner import Learner
 from metalab.methods.method import Method
 from metalab.methods.optimization import GradientMethod
+from metalab.methods.protonet import PrototypicalNetwork, embedding_network
 
 
 @dataclass(frozen=True)
 class Entry:
     build: Callable[[Config, Learner], Method]
     blackbox: bool = False
+    network: Callable[[Config, tuple, int], nn.Module] | None = None
 
 
 METHODS: dict[str, Entry] = {
@@ -32,6 +39,8 @@ METHODS: dict[str, Entry] = {
     "mann": Entry(BlackBoxMethod.from_config, blackbox=True),
     "average": Entry(BlackBoxMethod.from_config, blackbox=True),
     "attention": Entry(BlackBoxMethod.from_config, blackbox=True),
+    "imaml": Entry(ImplicitMAML.from_config),
+    "protonet": Entry(PrototypicalNetwork.from_config, network=embedding_network),
 }
 
 
