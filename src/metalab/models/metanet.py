@@ -22,13 +22,12 @@ they stay functions of the slow weights, so the query loss trains everything end
 
 What differs from the paper (whose code is Chainer): the fast weights augment the last layers (u's top layer,
 both of b's layers), not every layer of the two CNNs; the representation loss is the cross-entropy (or MSE) of
-a slow linear head on u over all K support examples, where the paper's Omniglot runs use a contrastive loss
-over T sampled pairs (at one shot the support set holds no positive pair); the attention's cosine similarity
+a slow linear head on u, over all K support examples (the paper samples T of them); the attention's cosine similarity
 is multiplied by a learned beta (starting at 10) before the softmax, where the paper uses the plain cosine,
 whose softmax over 5 items in [-1, 1] can barely single one out; the bodies are metalab's Conv4 (group norm)
 or sinusoid MLP, and u's Conv4 features are standardized per dimension by the support set's statistics (the
-queries' by the same), as SNAIL's and the LSTM's are (docs/design.md): per-image group norm leaves the images'
-features nearly parallel at initialization, which would leave the cosine attention little to choose by.
+queries' by the same), as SNAIL's and the LSTM's are: per-image group norm leaves different images' features
+nearly parallel at initialization (models/snail.py), which would give the cosine attention little to choose by.
 """
 
 import math
