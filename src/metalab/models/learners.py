@@ -27,6 +27,5 @@ def blackbox_model(method: str, x_shape: tuple, label_dim: int, out_dim: int, cl
     if method == "snail":
         return SNAIL(*args, sequence_length=sequence_length, standardize=embedding == "conv4")
     if method == "metanet":  # two bodies, as in the paper: the base learner's and the representation function's
-        return MetaNetwork(*args, *blackbox.embedding(embedding, x_shape, hidden, pooling), hidden=width,
-                           standardize=embedding == "conv4")
+        return MetaNetwork(*args, *blackbox.embedding(embedding, x_shape, hidden, pooling), hidden=width)
     raise ValueError(f"unknown black-box method {method!r}; choose one of {BLACK_BOX_LEARNERS}")

@@ -25,9 +25,11 @@ both of b's layers), not every layer of the two CNNs; the representation loss is
 a slow linear head on u, over all K support examples (the paper samples T of them); the attention's cosine similarity
 is multiplied by a learned beta (starting at 10) before the softmax, where the paper uses the plain cosine,
 whose softmax over 5 items in [-1, 1] can barely single one out; the bodies are metalab's Conv4 (group norm)
-or sinusoid MLP, and u's Conv4 features are standardized per dimension by the support set's statistics (the
-queries' by the same), as SNAIL's and the LSTM's are: per-image group norm leaves different images' features
-nearly parallel at initialization (models/snail.py), which would give the cosine attention little to choose by.
+or sinusoid MLP, and u's features are standardized per dimension by the support set's statistics (the queries'
+by the same). Two reasons: per-image group norm leaves different images' Conv4 features nearly parallel at
+initialization (models/snail.py), which would give the cosine attention little to choose by; and features that
+are never negative (an MLP's or raw pixels) under a Q* whose entries all have one sign, as d's first outputs
+can, make relu(Q* h) zero for every input, so the task-level fast weights would neither act nor learn.
 """
 
 import math
@@ -53,9 +55,8 @@ def preprocessed(gradient: Tensor, p: float = PREPROCESSING_P) -> Tensor:
 
 class MetaNetwork(BlackBox):
     def __init__(self, embed, embed_dim, label_dim, out_dim, classification, represent: nn.Module,
-                 represent_dim: int, hidden: int = 64, meta_hidden: int = 20, standardize: bool = False):
+                 represent_dim: int, hidden: int = 64, meta_hidden: int = 20):
         super().__init__(embed, embed_dim, label_dim, out_dim, classification)
-        self.standardize = standardize
         self.represent = represent  # u's body: one input [n, *x_shape] -> [n, represent_dim]
         self.q = nn.Linear(represent_dim, hidden)  # u's augmented layer (slow Q)
         self.representation_head = nn.Linear(hidden, out_dim)  # for loss_emb, u's meta information
@@ -84,7 +85,7 @@ class MetaNetwork(BlackBox):
     def adapt(self, support_x, support_y):
         targets = self.label_input(support_y).to(support_x.dtype)  # [B, K, N] one-hot or [B, K, dim]
         body = self.represent(support_x.flatten(0, 1)).unflatten(0, support_x.shape[:2])
-        statistics = support_statistics(body) if self.standardize else None
+        statistics = support_statistics(body)
         body = standardized(body, statistics)
         # 1. task-level fast weights Q* from the representation loss's gradients, read in order by the LSTM d
         def representation_loss(w, features, target):
