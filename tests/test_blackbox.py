@@ -16,13 +16,13 @@ WAYS, SHOTS, QUERIES, TASKS, SIZE = 3, 2, 4, 2, 8
 def classifier(method, embedding="conv4", seed=0):
     torch.manual_seed(seed)
     model = blackbox_model(method, (1, SIZE, SIZE), WAYS, WAYS, True, embedding=embedding, hidden=4, width=16,
-                           memory_slots=8).double()
+                           memory_slots=8, sequence_length=WAYS * SHOTS + 1).double()
     return Learner(model, cross_entropy, ACCURACY)
 
 
 def regressor(method, seed=0):
     torch.manual_seed(seed)
-    return Learner(blackbox_model(method, (1,), 1, 1, False, embedding="mlp", width=16).double(), mse)
+    return Learner(blackbox_model(method, (1,), 1, 1, False, embedding="mlp", width=16, sequence_length=6).double(), mse)
 
 
 def image_episode(seed=0, tasks=TASKS):
@@ -83,15 +83,18 @@ def test_query_labels_never_change_a_prediction(method, kind):
     assert not torch.allclose(predictions(learner, episode), predictions(learner, resupported))
 
 
-@pytest.mark.parametrize("kind", ["classification", "regression"])
-def test_feedforward_average_ignores_the_order_of_the_support_set(kind):
-    learner, episode = make("average", kind)
+# Which learners ignore the order of the support set: the set learners by construction; the sequence learners
+# read it in order (SNAIL as a sequence, Meta Networks through the LSTM that reads the support gradients).
+ORDER_INVARIANT = {"average": True, "attention": True, "lstm": False, "mann": False, "snail": False, "metanet": False}
+
+
+@pytest.mark.parametrize("method,kind", CASES)
+def test_order_of_the_support_set(method, kind):
+    learner, episode = make(method, kind)
     order = torch.randperm(episode.support_x.shape[1], generator=torch.Generator().manual_seed(1))
     shuffled = episode._replace(support_x=episode.support_x[:, order], support_y=episode.support_y[:, order])
-    torch.testing.assert_close(predictions(learner, episode), predictions(learner, shuffled), rtol=1e-12, atol=1e-12)
-    # (the LSTM is not invariant, as expected of a sequence model)
-    lstm, _ = make("lstm", kind)
-    assert not torch.allclose(predictions(lstm, episode), predictions(lstm, shuffled))
+    same = torch.allclose(predictions(learner, episode), predictions(learner, shuffled), rtol=1e-10, atol=1e-10)
+    assert same == ORDER_INVARIANT[method]
 
 
 class _ScaleAndShift(torch.nn.Module):
@@ -129,7 +132,8 @@ def test_a_learner_memorizes_a_fixed_set_of_tasks(method, kind):
     episode = Episode(*(t.float() if t.is_floating_point() else t for t in episode))
     method_ = blackbox.BlackBoxMethod(learner)
     meta = method_.init_meta()
-    optimizer = torch.optim.Adam(list(meta["theta"].values()), lr=1e-2)
+    # SNAIL's blocks (over 1,000 units wide, no normalization) fit this tiny task reliably at a smaller step
+    optimizer = torch.optim.Adam(list(meta["theta"].values()), lr=3e-3 if method == "snail" else 1e-2)
     first = None
     for step in range(150):
         optimizer.zero_grad()
@@ -177,7 +181,8 @@ def omniglot_problem(omniglot_dir):
     return build_problem(preset("omniglot-5w1s-average").replace(queries=5), omniglot_dir, parts=("train",))
 
 
-@pytest.mark.parametrize("preset_name", ["omniglot-5w1s-attention", "sinusoid-average"])
+@pytest.mark.parametrize("preset_name", ["omniglot-5w1s-attention", "sinusoid-average", "sinusoid-snail",
+                                         "sinusoid-metanet"])
 def test_train_and_eval_commands_run_a_black_box_learner(preset_name, tmp_path, omniglot_dir, capsys):
     from metalab.cli.main import main
 

@@ -28,7 +28,7 @@ CONFIG_POSITIVE = ("ways", "shots", "queries", "hidden", "width", "layers", "mem
                    "val_every", "val_episodes", "checkpoint_every", "log_every", "inner_lr", "meta_lr", "imaml_lambda",
                    "cg_steps")
 CONFIG_AT_LEAST_ZERO = ("inner_steps", "eval_inner_steps", "first_order_warmup", "threads", "train_alphabets", "seed",
-                        "grad_clip", "augment")
+                        "grad_clip", "augment", "sequence_length")
 
 
 @dataclass(frozen=True)
@@ -47,7 +47,7 @@ class Config:
     hidden: int = 64  # Conv4 channels, or the MLP's width
     pooling: bool = True  # Conv4 with max-pooling; False: the MAML paper's stride-2 convolutions
     # method (methods/registry.py) and its inner loop
-    method: str = "maml"  # a name in methods/registry.py: maml, fomaml, metasgd, imaml, lstm, average, protonet, ...
+    method: str = "maml"  # a name in methods/registry.py: maml, fomaml, imaml, lstm, snail, protonet, ...
     inner_lr: float = 0.4
     inner_steps: int = 1  # during meta-training
     eval_inner_steps: int = 3  # at validation and evaluation
@@ -60,6 +60,7 @@ class Config:
     width: int = 128  # LSTM / controller / encoder / transformer width
     layers: int = 2  # LSTM or transformer layers
     memory_slots: int = 128  # memory-augmented network: slots of 40 numbers each
+    sequence_length: int = 0  # SNAIL: episode length T its TC blocks are sized for (support + 1); 0: this config's
     embedding_from: str = ""  # checkpoint of a black-box run whose Conv4 embedding starts this one's (warm start)
     # outer loop
     steps: int = 10_000
@@ -229,6 +230,15 @@ PRESETS: dict[str, Config] = {
     "omniglot-5w1s-average": _BLACK_BOX.replace(method="average"),
     "omniglot-5w1s-attention": _BLACK_BOX.replace(method="attention"),
     "sinusoid-average": _SINUSOID.replace(method="average", width=128, grad_clip=10.0, task_batching="loop"),
+    # SNAIL: the paper's Omniglot model (Conv4 of 64 channels with max-pooling); the TC blocks are sized for the
+    # training episodes (T = N * K + 1), so a model trained at 1 shot also reads 5-shot episodes
+    "omniglot-5w1s-snail": _BLACK_BOX.replace(method="snail", hidden=64, pooling=True, sequence_length=6),
+    # trained at the 5 shots it is evaluated at: SNAIL reads positions, and one trained on 10-point support sets reads
+    # 5-point ones poorly (docs/results.md)
+    "sinusoid-snail": _SINUSOID.replace(method="snail", shots=5, grad_clip=10.0, task_batching="loop", sequence_length=6),
+    # Meta Networks: fast-weight layers of 32 units over the presets' Conv4 (32 channels, stride 2)
+    "omniglot-5w1s-metanet": _BLACK_BOX.replace(method="metanet", width=32),
+    "sinusoid-metanet": _SINUSOID.replace(method="metanet", width=40, grad_clip=10.0, task_batching="loop"),
     "sinusoid-attention": _SINUSOID.replace(method="attention", width=128, grad_clip=10.0, task_batching="loop"),
     # Implicit MAML: the paper's lambda 2, 5 CG steps, 16 / 25 inner steps of lr 0.1 at 5 / 20 ways (its code's rate).
     "omniglot-5w1s-imaml": _OMNIGLOT.replace(method="imaml", inner_lr=0.1, inner_steps=16, eval_inner_steps=16),

@@ -43,6 +43,11 @@ def build_problem(config: Config, data_dir=None, parts=("train", "val", "test"))
     return Problem(classification(_network(config, blackbox, x_shape=(1, 28, 28), outputs=config.ways)), tasks)
 
 
+def support_size(config: Config) -> int:
+    """Examples in a task's support set: N * K for classification, K points for regression."""
+    return config.ways * config.shots if config.problem == "omniglot" else config.shots
+
+
 def _network(config: Config, blackbox: bool, x_shape: tuple, outputs: int):
     images = len(x_shape) == 3
     own_network = registry.entry(config.method).network
@@ -52,7 +57,8 @@ def _network(config: Config, blackbox: bool, x_shape: tuple, outputs: int):
         return blackbox_model(config.method, x_shape, label_dim=outputs, out_dim=outputs, classification=images,
                               embedding=config.embedding if images else "mlp", hidden=config.hidden,
                               pooling=config.pooling, width=config.width, layers=config.layers,
-                              memory_slots=config.memory_slots)
+                              memory_slots=config.memory_slots,
+                              sequence_length=config.sequence_length or support_size(config) + 1)
     if images:
         # The one place the norm layer is chosen: vmap differentiates the written-out batch norm exactly, torch's
         # own not (docs/design.md); the loop keeps torch's, faster on a CPU. Same function, same parameters.

@@ -39,6 +39,8 @@ METHODS: dict[str, Entry] = {
     "mann": Entry(BlackBoxMethod.from_config, blackbox=True),
     "average": Entry(BlackBoxMethod.from_config, blackbox=True),
     "attention": Entry(BlackBoxMethod.from_config, blackbox=True),
+    "snail": Entry(BlackBoxMethod.from_config, blackbox=True),
+    "metanet": Entry(BlackBoxMethod.from_config, blackbox=True),
     "imaml": Entry(ImplicitMAML.from_config),
     "protonet": Entry(PrototypicalNetwork.from_config, network=embedding_network),
 }
