@@ -52,3 +52,12 @@ def minimal(omniglot_dir):
     from metalab.data.splits import load_split_data
 
     return load_split_data("minimal", omniglot_dir, download_missing=False)
+
+
+def random_image_tasks(ways: int, shots: int, queries: int, size: int, seed: int = 0, tasks: int = 2):
+    """(support_x [tasks, ways*shots, 1, size, size], support_y [tasks, ways*shots] random labels,
+    query_x [tasks, ways*queries, 1, size, size]) in float64: random images for a black-box learner's tests."""
+    g = torch.Generator().manual_seed(seed)
+    return (torch.rand(tasks, ways * shots, 1, size, size, generator=g, dtype=torch.float64),
+            torch.randint(0, ways, (tasks, ways * shots), generator=g),
+            torch.rand(tasks, ways * queries, 1, size, size, generator=g, dtype=torch.float64))

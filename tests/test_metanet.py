@@ -4,6 +4,7 @@ training end to end through it."""
 import math
 
 import torch
+from conftest import random_image_tasks
 
 from metalab.models.learners import blackbox_model
 from metalab.models.metanet import preprocessed
@@ -17,10 +18,7 @@ def metanet(seed=0):
 
 
 def episode(seed=0, tasks=2):
-    g = torch.Generator().manual_seed(seed)
-    return (torch.rand(tasks, WAYS * SHOTS, 1, SIZE, SIZE, generator=g, dtype=torch.float64),
-            torch.randint(0, WAYS, (tasks, WAYS * SHOTS), generator=g),
-            torch.rand(tasks, WAYS * QUERIES, 1, SIZE, SIZE, generator=g, dtype=torch.float64))
+    return random_image_tasks(WAYS, SHOTS, QUERIES, SIZE, seed, tasks)
 
 
 def test_gradients_are_preprocessed_by_log_magnitude_and_sign():

@@ -3,6 +3,7 @@ paper's one query per sequence."""
 
 import pytest
 import torch
+from conftest import random_image_tasks
 
 from metalab.models.learners import blackbox_model
 from metalab.models.snail import AttentionBlock, DenseBlock
@@ -17,10 +18,7 @@ def snail(standardize_embedding="conv4", seed=0):
 
 
 def episode(seed=0, tasks=2):
-    g = torch.Generator().manual_seed(seed)
-    return (torch.rand(tasks, WAYS * SHOTS, 1, SIZE, SIZE, generator=g, dtype=torch.float64),
-            torch.randint(0, WAYS, (tasks, WAYS * SHOTS), generator=g),
-            torch.rand(tasks, WAYS * QUERIES, 1, SIZE, SIZE, generator=g, dtype=torch.float64))
+    return random_image_tasks(WAYS, SHOTS, QUERIES, SIZE, seed, tasks)
 
 
 def test_the_tc_blocks_follow_the_paper():
