@@ -144,27 +144,34 @@ def machine(args) -> dict:
             "cpus": os.cpu_count(), "load_avg_start": os.getloadavg(), "args": vars(args), "results": {}}
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def meta_step_parser(description: str, threads: int, steps_list: str, tasks: int, queries: int, hidden: int,
+                     inner_lr: float) -> argparse.ArgumentParser:
+    """The options every meta-step benchmark here shares (its own defaults), and the hidden --child re-entry."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads in every child")
-    parser.add_argument("--steps-list", default="1,5", help="inner steps S, comma-separated")
-    parser.add_argument("--repeats", type=int, default=2, help="interleaved rounds of children")
+    parser.add_argument("--threads", type=int, default=threads, help="torch CPU threads in every child")
+    parser.add_argument("--steps-list", default=steps_list, help="inner steps S, comma-separated")
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--iters", type=int, default=3, help="timed meta-steps per child")
-    parser.add_argument("--tasks", type=int, default=32)
+    parser.add_argument("--tasks", type=int, default=tasks)
     parser.add_argument("--ways", type=int, default=5)
     parser.add_argument("--shots", type=int, default=1)
-    parser.add_argument("--queries", type=int, default=15)
-    parser.add_argument("--hidden", type=int, default=64)
+    parser.add_argument("--queries", type=int, default=queries)
+    parser.add_argument("--hidden", type=int, default=hidden)
+    parser.add_argument("--inner-lr", type=float, default=inner_lr)
+    parser.add_argument("--out", default=None, help="default benchmarks/results/<benchmark>-<device type>.json")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = meta_step_parser(__doc__, threads=2, steps_list="1,5", tasks=32, queries=15, hidden=64, inner_lr=0.4)
+    parser.add_argument("--repeats", type=int, default=2, help="interleaved rounds of children")
     parser.add_argument("--pooling", choices=("max", "stride"), default="max",
                         help="Conv4 with max-pooling, or the MAML paper's stride-2 convolutions (metalab's presets)")
-    parser.add_argument("--inner-lr", type=float, default=0.4)
     parser.add_argument("--check-tasks", type=int, default=4)
     parser.add_argument("--check-queries", type=int, default=5)
     parser.add_argument("--check-hidden", type=int, default=16)
-    parser.add_argument("--out", default=None, help="default benchmarks/results/batching-<device type>.json")
-    parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
         print(json.dumps(child(json.loads(args.child))))

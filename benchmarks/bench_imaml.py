@@ -28,7 +28,7 @@ import sys
 from pathlib import Path
 
 import torch
-from bench_batching import machine, run_child, timed_meta_steps  # one way to time a meta-step in a fresh child
+from bench_batching import machine, meta_step_parser, run_child, timed_meta_steps  # one way to time a meta-step
 
 from metalab.data.episode import Episode
 from metalab.methods.imaml import ImplicitMAML
@@ -78,23 +78,11 @@ def child(spec: dict) -> dict:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads in every child")
-    parser.add_argument("--steps-list", default="1,5,10,20,50", help="inner steps S, comma-separated")
+    parser = meta_step_parser(__doc__, threads=1, steps_list="1,5,10,20,50", tasks=16, queries=5, hidden=32,
+                              inner_lr=0.1)
     parser.add_argument("--methods", default=",".join(METHODS))
-    parser.add_argument("--warmup", type=int, default=1)
-    parser.add_argument("--iters", type=int, default=3, help="timed meta-steps per child")
-    parser.add_argument("--tasks", type=int, default=16)
-    parser.add_argument("--ways", type=int, default=5)
-    parser.add_argument("--shots", type=int, default=1)
-    parser.add_argument("--queries", type=int, default=5)
-    parser.add_argument("--hidden", type=int, default=32)
-    parser.add_argument("--inner-lr", type=float, default=0.1)
     parser.add_argument("--lam", type=float, default=2.0)
     parser.add_argument("--cg-steps", type=int, default=5)
-    parser.add_argument("--out", default=None, help="default benchmarks/results/imaml-<device type>.json")
-    parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
         print(json.dumps(child(json.loads(args.child))))
