@@ -91,19 +91,26 @@ def test_conjugate_gradient_equals_a_dense_solve():
 
 
 def test_conjugate_gradient_stops_at_non_positive_curvature():
-    """On an indefinite matrix CG would step along a direction of negative curvature: it keeps its iterate so far
-    and says so."""
+    """On an indefinite matrix CG would step along a direction of negative curvature: it stops there, says so, and
+    keeps whichever of its iterates and b itself has the smaller residual."""
     matrix = torch.diag(torch.tensor([1.0, 2.0, -1.0], dtype=torch.float64))
 
     def solve(b):
         return conjugate_gradient(lambda v: {"x": matrix @ v["x"]}, {"x": torch.tensor(b, dtype=torch.float64)}, 3)
 
-    x, residual, truncated = solve([0.0, 0.0, 1.0])  # p'Ap = -1 at once: no step
-    assert truncated and residual == 1 and torch.equal(x["x"], torch.zeros(3, dtype=torch.float64))
-    # p'Ap = 2: x = 1.5 b, r = (-0.5, -2, 2.5); then p = (3, 1.5, 6) has p'Ap = -22.5: it stops there
-    x, residual, truncated = solve([1.0, 1.0, 1.0])
-    assert truncated and torch.equal(x["x"], torch.full((3,), 1.5, dtype=torch.float64))
-    assert residual.item() == pytest.approx((10.5 / 3) ** 0.5, rel=1e-12)
+    x, residual, truncated = solve([0.0, 0.0, 1.0])  # p'Ap = -1 at once: no step; b itself, residual |2b| / |b|
+    assert truncated and residual == 2 and torch.equal(x["x"], torch.tensor([0.0, 0.0, 1.0], dtype=torch.float64))
+    # b = (2, 1, 1): p'Ap = 5, x = (6 / 5) b, r = (-0.4, -1.4, 2.2), |r|^2 = 6.96 against |b - Ab|^2 = 5 for b
+    # itself: b is kept; the next direction p = (1.92, -0.24, 3.36) has p'Ap < 0 and stops CG
+    x, residual, truncated = solve([2.0, 1.0, 1.0])
+    assert torch.equal(x["x"], torch.tensor([2.0, 1.0, 1.0], dtype=torch.float64))
+    assert residual.item() == pytest.approx((5 / 6) ** 0.5, rel=1e-12)
+    # b = (1, 1, 0.1): x = (2.01 / 3.0) b after one step has a smaller residual than b and is kept
+    x, residual, _ = solve([1.0, 1.0, 0.1])
+    b = torch.tensor([1.0, 1.0, 0.1], dtype=torch.float64)
+    first = (b @ b) / (b @ matrix @ b) * b
+    assert (b - matrix @ x["x"]).norm() <= (b - matrix @ first).norm() < (b - matrix @ b).norm()
+    assert residual.item() == pytest.approx(((b - matrix @ x["x"]).norm() / b.norm()).item(), rel=1e-10)
     assert not solve([1.0, 1.0, 0.0])[2]  # where b never meets the negative direction, CG runs as usual
 
 

@@ -20,11 +20,12 @@ The training loop calls backward() on what meta_loss returns, so it returns a st
 value, plus sum(theta * g) - its own value, whose gradient w.r.t. theta is exactly the implicit meta-gradient g.
 
 When conjugate gradient does not converge. (I + H / lambda) is positive definite only where the support loss's
-curvature is above -lambda; a network's need not be (Omniglot's Conv4: docs/results.md). CG then stops
-at the first direction of non-positive curvature and keeps its iterate (truncated CG), or, when that is the first
-direction, the task takes the first-order meta-gradient b (the limit of large lambda). Each run warns once when
-that happens and once when CG's relative residual ||b - A x|| / ||b|| stays above NOT_CONVERGED (a handful of CG
-steps is approximate by design: the paper uses 5). A residual that is not finite (the inner loop diverged) is a
+curvature is above -lambda; a network's need not be (Omniglot's Conv4: docs/results.md), since a few inner
+steps do not reach the minimum where it would be. CG then stops at the first direction of non-positive curvature
+(truncated CG), and each task keeps, of CG's iterates and the first-order meta-gradient b (the limit of large
+lambda), the one with the smallest residual ||b - A x||: on an indefinite A, CG's iterates can be worse than b.
+Each run warns once when CG is truncated and once when the kept relative residual stays above NOT_CONVERGED (a
+handful of CG steps is approximate by design: the paper uses 5). A residual that is not finite (the inner loop diverged) is a
 MetalabError naming the fix.
 """
 
@@ -57,28 +58,35 @@ def _plus(a: Params, scale: Tensor | float, b: Params) -> Params:
 
 
 def conjugate_gradient(matvec: Callable[[Params], Params], b: Params, steps: int) -> tuple[Params, Tensor, Tensor]:
-    """x ~ A^-1 b after `steps` CG iterations from x = 0, for a symmetric A given by matvec(v) = A v; with the
-    relative residual ||b - A x|| / ||b|| (0 when b = 0), from CG's own recursion, and whether A showed a
-    direction of non-positive curvature p'Ap <= 0 (A is not positive definite). There CG stops and keeps its
-    iterate so far, as truncated Newton methods do (Steihaug); x = 0 when that happens at the first step.
+    """x ~ A^-1 b by `steps` CG iterations from x = 0, for a symmetric A given by matvec(v) = A v. Returns the
+    candidate with the smallest relative residual ||b - A x|| / ||b|| among CG's iterates and b itself (the answer
+    when A = I, here the first-order meta-gradient; its residual is free, A b being CG's first product), that
+    residual, and whether A showed a direction of non-positive curvature p'Ap <= 0. There CG stops (Steihaug's
+    truncation). On an indefinite A, CG's iterates can be far worse than b, which is why the best is kept.
     Free of Python branches on values, so that it runs under vmap."""
     x = {name: torch.zeros_like(t) for name, t in b.items()}
     r, p = b, b
     rr = _dot(r, r)
     b_norm = rr.sqrt()
     truncated = torch.zeros_like(rr, dtype=torch.bool)
-    for _ in range(steps):
+    best, best_rr = b, None
+    for step in range(steps):
         ap = matvec(p)
+        if step == 0:  # p = b: the residual of x = b
+            best_rr = _dot(_plus(b, -1.0, ap), _plus(b, -1.0, ap))
         curvature = _dot(p, ap)
         truncated = truncated | ((curvature <= 0) & (rr > 0))
         moving = ~truncated & (rr > 0)  # stopped, or exactly converged: stand still instead of dividing by 0
         alpha = torch.where(moving, rr / curvature, torch.zeros_like(rr))
         x, r = _plus(x, alpha, p), _plus(r, -alpha, ap)
         rr_next = _dot(r, r)
+        better = moving & (rr_next < best_rr)
+        best = {name: torch.where(better, x[name], best[name]) for name in x}
+        best_rr = torch.where(better, rr_next, best_rr)
         p = _plus(r, torch.where(moving, rr_next / rr, torch.zeros_like(rr)), p)
         rr = rr_next
-    residual = torch.where(b_norm == 0, torch.zeros_like(b_norm), rr.sqrt() / b_norm)  # NaN stays NaN
-    return x, residual, truncated
+    residual = torch.where(b_norm == 0, torch.zeros_like(b_norm), best_rr.sqrt() / b_norm)  # NaN stays NaN
+    return best, residual, truncated
 
 
 def solve_steps(theta: Params, support_x: Tensor, support_y: Tensor, learner: Learner, lam: float, lr: float,
@@ -118,8 +126,6 @@ def task_meta_gradient(theta: Params, task: tuple, learner: Learner, lam: float,
 
     b, (loss, score) = grad(query_loss, has_aux=True)(phi)
     x, residual, truncated = conjugate_gradient(matvec, b, cg_steps)
-    first_order = truncated & (_dot(x, x) == 0)  # stopped at its first step: the first-order gradient instead
-    x = {name: torch.where(first_order, b[name], x[name]) for name in x}
     return x, loss.detach(), score.detach(), torch.stack([residual, truncated.to(residual.dtype)]).detach()
 
 
@@ -185,9 +191,9 @@ class ImplicitMAML:
             self._warned.add("truncated")
             warnings.warn(f"conjugate gradient met non-positive curvature on {int(truncated.sum())} of "
                           f"{len(cg)} tasks (I + H / lambda is not positive definite there: the support loss's "
-                          f"curvature is below -lambda) and kept its iterate before it, the first-order "
-                          f"meta-gradient where that was the first step; raise --imaml-lambda (now {self.lam}) for "
-                          "an exact solve", stacklevel=2)
+                          f"curvature is below -lambda) and kept, of its iterates and the first-order meta-gradient, "
+                          f"the one with the smallest residual; raise --imaml-lambda (now {self.lam}) for an exact "
+                          "solve", stacklevel=2)
         if residuals.max().item() > NOT_CONVERGED and "approximate" not in self._warned:
             self._warned.add("approximate")
             warnings.warn(f"conjugate gradient stopped at a relative residual of {residuals.max().item():.3g} after "
