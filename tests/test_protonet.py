@@ -114,3 +114,23 @@ def test_trained_at_20_ways_it_is_evaluated_at_5_and_20(tmp_path, omniglot_dir, 
         assert main(["eval", str(out / "best.pt"), *data, "--episodes", "4", "--ways", ways]) == 0
         printed = capsys.readouterr().out
         assert f"{ways}-way 1-shot 15-query, 4 test episodes" in printed and "after reading the support set" in printed
+
+
+def test_trained_60_way_it_is_validated_at_5_ways(tmp_path, omniglot_dir):
+    """The minimal split's validation part has fewer characters than 60: --val-ways sets the validation episodes'
+    ways on its own; a network with an N-way output layer cannot take it."""
+    from metalab.cli.main import main
+    from metalab.problem import build_problem
+
+    config = preset("omniglot-20w1s-protonet").replace(ways=60, val_ways=5)
+    tasks = build_problem(config, omniglot_dir, parts=("train", "val")).tasks
+    assert (tasks["train"].ways, tasks["val"].ways) == (60, 5)
+    with pytest.raises(MetalabError, match="classes"):
+        build_problem(config.replace(val_ways=0), omniglot_dir, parts=("val",))
+    with pytest.raises(MetalabError, match="--val-ways 5 needs a network whose parameters do not depend"):
+        build_problem(preset("omniglot-20w1s-maml").replace(val_ways=5), omniglot_dir, parts=("val",))
+    out, data = tmp_path / "run", ["--data-dir", str(omniglot_dir)]
+    assert main(["train", "--preset", "omniglot-20w1s-protonet", *data, "--ways", "60", "--val-ways", "5",
+                 "--steps", "2", "--val-every", "2", "--val-episodes", "2", "--meta-batch-size", "1", "--hidden", "8",
+                 "--out-dir", str(out)]) == 0
+    assert main(["eval", str(out / "best.pt"), *data, "--episodes", "2", "--ways", "5", "--part", "val"]) == 0

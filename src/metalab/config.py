@@ -27,7 +27,7 @@ CONFIG_CHOICES = {"problem": ("omniglot", "sinusoid"), "embedding": ("conv4", "p
 CONFIG_POSITIVE = ("ways", "shots", "queries", "hidden", "width", "layers", "memory_slots", "steps", "meta_batch_size",
                    "val_every", "val_episodes", "checkpoint_every", "log_every", "inner_lr", "meta_lr", "imaml_lambda",
                    "cg_steps")
-CONFIG_AT_LEAST_ZERO = ("inner_steps", "eval_inner_steps", "first_order_warmup", "threads", "train_alphabets", "seed",
+CONFIG_AT_LEAST_ZERO = ("val_ways", "inner_steps", "eval_inner_steps", "first_order_warmup", "threads", "train_alphabets", "seed",
                         "grad_clip", "augment", "sequence_length")
 
 
@@ -37,6 +37,8 @@ class Config:
     problem: str = "omniglot"  # omniglot | sinusoid
     split: str = "minimal"  # omniglot class split: minimal | lake | vinyals
     ways: int = 5
+    val_ways: int = 0  # ways of the meta-validation episodes during training; 0: `ways` (prototypical networks train
+    # with more ways than the validation part has classes)
     shots: int = 1
     queries: int = 15  # per class (omniglot) or points (sinusoid) in each task's query set
     rotations: bool = True  # rotated characters (90/180/270) as extra meta-training classes
@@ -90,6 +92,8 @@ class Config:
                                "apply to sinusoids")
         if self.augment > 2:
             raise MetalabError(f"--augment must be in [0, 2] (0 disables it), got {self.augment}")
+        if self.val_ways and self.problem != "omniglot":
+            raise MetalabError("--val-ways sets the ways of Omniglot's validation episodes; sinusoids have none")
         check_device(self.device)
 
     def replace(self, **changes) -> "Config":

@@ -8,6 +8,7 @@ from metalab.data.classification import ROTATIONS, omniglot_tasks
 from metalab.data.episode import TaskDistribution
 from metalab.data.sinusoid import SinusoidTasks
 from metalab.data.splits import keep_train_alphabets, load_split_data
+from metalab.errors import MetalabError
 from metalab.methods import registry
 from metalab.methods.learner import Learner, classification, regression
 from metalab.models.learners import blackbox_model
@@ -36,11 +37,20 @@ def build_problem(config: Config, data_dir=None, parts=("train", "val", "test"))
     for part in parts:
         training = part == "train"
         rotations = ROTATIONS if (training and config.rotations) else (0,)
-        tasks[part] = omniglot_tasks(data, split, part, config.ways, config.shots, config.queries, rotations,
+        ways = config.val_ways if part == "val" and config.val_ways else config.ways
+        tasks[part] = omniglot_tasks(data, split, part, ways, config.shots, config.queries, rotations,
                                      mirrors=training and config.mirrors)
         if training and config.augment > 0:
             tasks[part] = AugmentedTasks(tasks[part], config.augment)
-    return Problem(classification(_network(config, blackbox, x_shape=(1, 28, 28), outputs=config.ways)), tasks)
+    network = _network(config, blackbox, x_shape=(1, 28, 28), outputs=config.ways)
+    if config.val_ways and config.val_ways != config.ways:
+        shapes = {name: p.shape for name, p in network.named_parameters()}
+        other = _network(config, blackbox, x_shape=(1, 28, 28), outputs=config.val_ways).named_parameters()
+        if any(shapes[name] != p.shape for name, p in other):
+            raise MetalabError(f"--val-ways {config.val_ways} needs a network whose parameters do not depend on the "
+                               f"number of ways (protonet, average); {config.method}'s has a {config.ways}-way output "
+                               "layer: drop --val-ways")
+    return Problem(classification(network), tasks)
 
 
 def support_size(config: Config) -> int:

@@ -60,8 +60,9 @@ def evaluate_checkpoint(path, ways=None, shots=None, queries=None, steps=None, i
     """Scores of a checkpoint on fixed held-out episodes; with several processes (distributed.group.join) each
     scores its share of the episodes and every rank gets them all, in episode order. Rank 0 prints and saves,
     and alone measures --curvature."""
+    # val_ways=0: evaluation's episodes, of either part, have the ways asked for or trained with
     config, meta, state = load_trained(path, ways=ways, shots=shots, inner_lr=inner_lr, device=device,
-                                       threads=threads)
+                                       threads=threads, val_ways=0)
     config = config.replace(queries=queries or EVAL_QUERIES[config.problem])
     device = group.place(configure_torch(config.threads, config.device))
     meta = {g: {n: p.to(device) for n, p in ps.items()} for g, ps in meta.items()}
