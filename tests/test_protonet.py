@@ -1,5 +1,7 @@
 """Prototypical networks: logits by hand, invariances, no query sees another, they memorize, other ways."""
 
+import json
+
 import pytest
 import torch
 
@@ -29,7 +31,7 @@ def episode(seed=0):
 
 
 def logits(method, batch):
-    return prototype_logits(method.learner.model, method.init_meta()["theta"], batch, method.ways)
+    return prototype_logits(method.learner.model, method.init_meta()["theta"], batch)
 
 
 def test_logits_are_minus_squared_distances_to_class_means_by_hand():
@@ -118,7 +120,7 @@ def test_trained_at_20_ways_it_is_evaluated_at_5_and_20(tmp_path, omniglot_dir, 
 
 def test_trained_60_way_it_is_validated_at_5_ways(tmp_path, omniglot_dir):
     """The minimal split's validation part has fewer characters than 60: --val-ways sets the validation episodes'
-    ways on its own; a network with an N-way output layer cannot take it."""
+    ways on its own, for a method that reads the number of ways from each episode."""
     from metalab.cli.main import main
     from metalab.problem import build_problem
 
@@ -127,10 +129,13 @@ def test_trained_60_way_it_is_validated_at_5_ways(tmp_path, omniglot_dir):
     assert (tasks["train"].ways, tasks["val"].ways) == (60, 5)
     with pytest.raises(MetalabError, match="classes"):
         build_problem(config.replace(val_ways=0), omniglot_dir, parts=("val",))
-    with pytest.raises(MetalabError, match="--val-ways 5 needs a network whose parameters do not depend"):
-        build_problem(preset("omniglot-20w1s-maml").replace(val_ways=5), omniglot_dir, parts=("val",))
+    for other in ("omniglot-20w1s-maml", "omniglot-5w1s-average"):
+        with pytest.raises(MetalabError, match="--val-ways 3 needs a method that reads the number of ways"):
+            build_problem(preset(other).replace(val_ways=3), omniglot_dir, parts=("val",))
     out, data = tmp_path / "run", ["--data-dir", str(omniglot_dir)]
     assert main(["train", "--preset", "omniglot-20w1s-protonet", *data, "--ways", "60", "--val-ways", "5",
                  "--steps", "2", "--val-every", "2", "--val-episodes", "2", "--meta-batch-size", "1", "--hidden", "8",
                  "--out-dir", str(out)]) == 0
+    validated = [json.loads(line)["val"] for line in (out / "metrics.jsonl").read_text().splitlines() if '"val"' in line]
+    assert validated and all(0 < accuracy <= 1 for accuracy in validated)  # 5-way episodes scored, not NaN
     assert main(["eval", str(out / "best.pt"), *data, "--episodes", "2", "--ways", "5", "--part", "val"]) == 0

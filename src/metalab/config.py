@@ -38,7 +38,7 @@ class Config:
     split: str = "minimal"  # omniglot class split: minimal | lake | vinyals
     ways: int = 5
     val_ways: int = 0  # ways of the meta-validation episodes during training; 0: `ways` (prototypical networks train
-    # with more ways than the validation part has classes)
+    # with more ways than the minimal split's validation part has classes)
     shots: int = 1
     queries: int = 15  # per class (omniglot) or points (sinusoid) in each task's query set
     rotations: bool = True  # rotated characters (90/180/270) as extra meta-training classes

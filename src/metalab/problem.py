@@ -42,14 +42,10 @@ def build_problem(config: Config, data_dir=None, parts=("train", "val", "test"))
                                      mirrors=training and config.mirrors)
         if training and config.augment > 0:
             tasks[part] = AugmentedTasks(tasks[part], config.augment)
+    if config.val_ways and config.val_ways != config.ways and not registry.entry(config.method).any_ways:
+        raise MetalabError(f"--val-ways {config.val_ways} needs a method that reads the number of ways from each "
+                           f"episode (protonet); {config.method} is built for {config.ways} ways: drop --val-ways")
     network = _network(config, blackbox, x_shape=(1, 28, 28), outputs=config.ways)
-    if config.val_ways and config.val_ways != config.ways:
-        shapes = {name: p.shape for name, p in network.named_parameters()}
-        other = _network(config, blackbox, x_shape=(1, 28, 28), outputs=config.val_ways).named_parameters()
-        if any(shapes[name] != p.shape for name, p in other):
-            raise MetalabError(f"--val-ways {config.val_ways} needs a network whose parameters do not depend on the "
-                               f"number of ways (protonet, average); {config.method}'s has a {config.ways}-way output "
-                               "layer: drop --val-ways")
     return Problem(classification(network), tasks)
 
 

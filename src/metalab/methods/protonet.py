@@ -37,10 +37,12 @@ def embedding_network(config: Config, x_shape: tuple, outputs: int) -> nn.Module
     return nn.Sequential(OrderedDict(embed=body))
 
 
-def prototype_logits(model: nn.Module, theta: Params, episode: Episode, ways: int) -> Tensor:
-    """logits [B, Q, N] of every query of every task: minus its squared distance to each class's prototype."""
+def prototype_logits(model: nn.Module, theta: Params, episode: Episode) -> Tensor:
+    """logits [B, Q, N] of every query of every task: minus its squared distance to each class's prototype. N is
+    read from the support labels (0..N-1, each present), so one model serves episodes of any number of ways."""
     support_x, support_y, query_x, _ = episode
     tasks, support = support_x.shape[:2]
+    ways = int(support_y.max()) + 1
     # One call over every image of the batch: per-image norm makes that exactly the per-task embeddings.
     embeddings = functional_call(model, theta, (torch.cat([support_x, query_x], 1).flatten(0, 1),))
     embeddings = embeddings.unflatten(0, (tasks, -1))  # [B, K + Q, D]
@@ -56,7 +58,6 @@ class PrototypicalNetwork:
     """Prototypical networks on the one seam (methods/method.py)."""
 
     learner: Learner  # its model is embedding_network's
-    ways: int
     eval_steps: int = 0  # nothing is adapted: one score per episode
     step_name: str = ""
 
@@ -64,14 +65,14 @@ class PrototypicalNetwork:
     def from_config(cls, config: Config, learner: Learner) -> "PrototypicalNetwork":
         if config.embedding_from:
             raise MetalabError("--embedding-from warm-starts a black-box learner's embedding; protonet trains its own")
-        return cls(learner, config.ways)
+        return cls(learner)
 
     def init_meta(self) -> MetaParams:
         return {"theta": {name: p.requires_grad_(True) for name, p in copy_parameters(self.learner.model).items()}}
 
     def task_losses(self, meta: MetaParams, episode: Episode) -> tuple[Tensor, Tensor]:
         """Per-task query losses [B] and scores [B]."""
-        logits = prototype_logits(self.learner.model, meta["theta"], episode, self.ways)
+        logits = prototype_logits(self.learner.model, meta["theta"], episode)
         return self.learner.task_losses(logits, episode.query_y)
 
     def meta_loss(self, meta: MetaParams, episode: Episode, step: int) -> tuple[Tensor, Tensor]:

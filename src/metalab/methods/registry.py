@@ -5,7 +5,8 @@ one line here. Code outside the package adds its own with `register`. `blackbox`
 builder gives it: False, the problem's predictor (Conv4 for images, an MLP for sinusoids), whose parameters the
 method adapts; True, the black-box learner of the same name in models/blackbox.py, which reads the support set.
 `network`, when given, overrides both: network(config, x_shape, outputs) builds the method's own network
-(prototypical networks' embedding).
+(prototypical networks' embedding). `any_ways`: the method reads the number of ways from each episode, so it can
+be validated at other ways than it trains with (`--val-ways`).
 """
 
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ class Entry:
     build: Callable[[Config, Learner], Method]
     blackbox: bool = False
     network: Callable[[Config, tuple, int], nn.Module] | None = None
+    any_ways: bool = False
 
 
 METHODS: dict[str, Entry] = {
@@ -42,7 +44,7 @@ METHODS: dict[str, Entry] = {
     "snail": Entry(BlackBoxMethod.from_config, blackbox=True),
     "metanet": Entry(BlackBoxMethod.from_config, blackbox=True),
     "imaml": Entry(ImplicitMAML.from_config),
-    "protonet": Entry(PrototypicalNetwork.from_config, network=embedding_network),
+    "protonet": Entry(PrototypicalNetwork.from_config, network=embedding_network, any_ways=True),
 }
 
 
