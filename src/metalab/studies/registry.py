@@ -1,0 +1,14 @@
+"""The studies `metalab study NAME` runs, by name: one line each."""
+
+from metalab.errors import MetalabError
+from metalab.studies.study import Study
+
+STUDIES: dict[str, Study] = {
+}
+
+
+def study_named(name: str) -> Study:
+    if name not in STUDIES:
+        raise MetalabError(f"unknown study {name!r}; choose one of {', '.join(sorted(STUDIES)) or '(none yet)'} "
+                           "(`metalab study --list`)")
+    return STUDIES[name]
