@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from metalab.data.omniglot import Omniglot, load_omniglot
+from metalab.data.omniglot import Omniglot, Preprocessing, load_omniglot
 from metalab.errors import MetalabError
 
 SMALL1, SMALL2 = "images_background_small1", "images_background_small2"
@@ -88,9 +88,11 @@ def describe(split: Split, data: Omniglot) -> str:
     return "\n".join(lines)
 
 
-def load_split_data(name: str, data_dir=None, download_missing: bool = True) -> tuple[Omniglot, Split]:
-    """The drawings a split needs (its archives, fetched if missing) and the split itself."""
+def load_split_data(name: str, data_dir=None, download_missing: bool = True,
+                    settings: Preprocessing = Preprocessing()) -> tuple[Omniglot, Split]:
+    """The drawings a split needs (its archives, fetched if missing, preprocessed by `settings`) and the split
+    itself. The split depends on the characters only, so it is the same whatever the preprocessing."""
     if name not in ARCHIVES_OF_SPLIT:
         raise MetalabError(f"unknown split {name!r}; choose one of {sorted(ARCHIVES_OF_SPLIT)}")
-    data = load_omniglot(ARCHIVES_OF_SPLIT[name], data_dir, download_missing)
+    data = load_omniglot(ARCHIVES_OF_SPLIT[name], data_dir, download_missing, settings)
     return data, make_split(name, data)

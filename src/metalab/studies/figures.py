@@ -21,29 +21,34 @@ class Series:
     mean: list[float]
     ci95: list[float]
     style: str = "-"  # matplotlib line style, e.g. "--" for a baseline
+    color: str | None = None  # e.g. "C2": the same method in the same colour across a report's plots
 
 
 def curves_with_bands(series: list[Series], path: Path, xlabel: str, ylabel: str, title: str,
                       xscale: str = "linear", yscale: str = "linear", xticks: list | None = None,
                       xticklabels: list[str] | None = None, scale: float = 1.0, reference: float | None = None,
-                      ylim: tuple | None = None) -> Path:
+                      ylim: tuple | None = None, horizontal: float | None = None) -> Path:
     """Write a PNG of `series` (each mean and band multiplied by `scale`, e.g. 100 for percent) to `path`.
-    `reference` draws a dotted vertical line at that x (e.g. the training distribution's setting)."""
+    `reference` draws a dotted vertical line at that x (e.g. the training distribution's setting), `horizontal`
+    a grey horizontal line at that y (e.g. 0 for differences)."""
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for line in series:
         points = [(x, m * scale, c * scale) for x, m, c in zip(line.x, line.mean, line.ci95) if math.isfinite(m)]
         if not points:
-            ax.plot([], [], line.style, label=f"{line.label} (diverged)")
+            ax.plot([], [], line.style, color=line.color, label=f"{line.label} (diverged)")
             continue
         xs, means, cis = zip(*points)
         cis = [c if math.isfinite(c) else 0.0 for c in cis]
-        drawn = ax.plot(xs, means, line.style, marker="o", markersize=3, label=line.label)[0]
+        drawn = ax.plot(xs, means, line.style, marker="o", markersize=3, color=line.color, label=line.label)[0]
         ax.fill_between(xs, [m - c for m, c in zip(means, cis)], [m + c for m, c in zip(means, cis)],
                         color=drawn.get_color(), alpha=0.2, linewidth=0)
     if reference is not None:
         ax.axvline(reference, color="grey", linestyle=":", linewidth=1)
+    if horizontal is not None:
+        ax.axhline(horizontal, color="grey", linewidth=1)
     ax.set(xlabel=xlabel, ylabel=ylabel, title=title, xscale=xscale, yscale=yscale)
     if xticks is not None:
+        ax.minorticks_off()  # a log axis would label its own minor ticks between ours
         ax.set_xticks(xticks, xticklabels or [str(t) for t in xticks])
     if ylim is not None:
         ax.set_ylim(*ylim)

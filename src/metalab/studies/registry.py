@@ -1,9 +1,11 @@
 """The studies `metalab study NAME` runs, by name: one line each."""
 
 from metalab.errors import MetalabError
+from metalab.studies.extrapolation_omniglot import ExtrapolationOmniglot
 from metalab.studies.study import Study
 
 STUDIES: dict[str, Study] = {
+    "extrapolation-omniglot": ExtrapolationOmniglot(),
 }
 
 
