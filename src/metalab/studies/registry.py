@@ -2,10 +2,12 @@
 
 from metalab.errors import MetalabError
 from metalab.studies.extrapolation_omniglot import ExtrapolationOmniglot
+from metalab.studies.more_steps import MoreSteps
 from metalab.studies.study import Study
 
 STUDIES: dict[str, Study] = {
     "extrapolation-omniglot": ExtrapolationOmniglot(),
+    "more-steps": MoreSteps(),
 }
 
 
