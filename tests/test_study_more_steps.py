@@ -23,7 +23,8 @@ def test_the_tiny_study_matches_metalab_eval_and_reports_every_curve(tmp_path, o
     cells = results["cells"]
     steps = TEST_STEPS["tiny"]
     assert sorted(cells) == ["m0-maml", "m1-maml", "m2-metasgd", "m2-metasgd-rates-clipped", "m3-learned_update",
-                             "m4-maml", "random0-omniglot", "random1-sinusoid"]
+                             "m3-learned_update-progress-as-trained", "m4-maml", "random0-omniglot",
+                             "random1-sinusoid"]
     # The study's episodes are `metalab eval`'s: the same seed, the same tasks, the same numbers.
     path = out / "train" / "maml-1step" / "best.pt"
     evaluated = evaluate_checkpoint(path, steps=steps, episodes=20, threads=1, data_dir=str(omniglot_dir))
@@ -51,3 +52,38 @@ def test_clipped_rates_keep_meta_sgd_steps_descent_steps_no_larger_than_maml():
     assert torch.equal(fixed["learned_lr"]["w"], torch.tensor([0.0, 0.1, 0.4]))
     assert fixed["theta"] is Model.meta["theta"]
     assert torch.equal(Model.meta["learned_lr"]["w"], torch.tensor([-0.2, 0.1, 3.0]))  # the checkpoint's untouched
+
+
+def test_progress_as_trained_feeds_the_learned_update_the_progress_meta_training_showed_it():
+    """Three steps of the learned update with progress_steps=1 equal three hand-written steps at progress 0;
+    without it (the default) the steps read 0, 1/3, 2/3, which differs."""
+    from torch.func import grad
+
+    from metalab.methods import update_rules
+    from metalab.methods.learner import regression
+    from metalab.methods.optimization import InnerLoop, adapt, init_meta
+    from metalab.models.networks import mlp
+
+    torch.manual_seed(0)
+    learner = regression(mlp(1, 8))
+    inner = InnerLoop("learned_update", inner_lr=0.05)
+    meta = init_meta(learner.model, inner)
+    with torch.no_grad():
+        meta["update_net"]["w2"].normal_(0, 0.5)  # a trained-looking net: its progress input matters
+    x, y = torch.randn(5, 1), torch.randn(5, 1)
+
+    def by_hand(progresses):
+        phi = meta["theta"]
+        for progress in progresses:
+            gradients = grad(lambda p: learner.loss(learner.predict(p, x), y))(phi)
+            phi = {n: update_rules.learned_update(p, gradients[n], 0.05, meta["update_net"], progress)
+                   for n, p in phi.items()}
+        return phi
+
+    held = adapt(meta, x, y, learner, InnerLoop("learned_update", 0.05, progress_steps=1), 3)
+    default = adapt(meta, x, y, learner, inner, 3)
+    for name, value in by_hand([0.0, 0.0, 0.0]).items():
+        assert torch.allclose(held[name], value, atol=1e-6)
+    for name, value in by_hand([0.0, 1 / 3, 2 / 3]).items():
+        assert torch.allclose(default[name], value, atol=1e-6)
+    assert not all(torch.allclose(held[n], default[n]) for n in held)

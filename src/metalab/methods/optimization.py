@@ -41,6 +41,9 @@ class InnerLoop:
     inner_lr: float = 0.4  # alpha; Meta-SGD's learned rates start from it
     lr_shape: str = "element"  # Meta-SGD: "element" (one rate per weight) or "tensor" (one per tensor)
     update_hidden: int = 20  # learned update network width
+    # Learned update: its network reads progress = step / H. H = 0: the steps being run. At test time, H = the
+    # meta-training steps keeps the progress of extra steps at the last value meta-training showed it.
+    progress_steps: int = 0
 
     def __post_init__(self):
         if self.rule not in RULES:
@@ -90,11 +93,13 @@ def adapt_steps(meta: MetaParams, support_x: Tensor, support_y: Tensor, learner:
     def support_loss(params):
         return learner.loss(learner.predict(params, support_x), support_y)
 
+    horizon = inner.progress_steps or steps
     for step in range(steps):
         gradients = grad(support_loss)(phi)
         if first_order or inner.rule == "fomaml":
             gradients = {name: g.detach() for name, g in gradients.items()}
-        phi = {name: _step(meta, inner, name, p, gradients[name], step / steps) for name, p in phi.items()}
+        progress = min(step, horizon - 1) / horizon
+        phi = {name: _step(meta, inner, name, p, gradients[name], progress) for name, p in phi.items()}
         yield phi
 
 

@@ -9,8 +9,9 @@ learned update are meta-trained for their training steps only; past them they ma
   its method untrained (MAML, Meta-SGD and the learned update then all take plain gradient steps at the inner
   lr: Meta-SGD's rates start at it, the learned update's output layer at zero), scored on the queries and on
   the support set itself; checkpoints of one network and inner lr share it;
-- Meta-SGD checkpoints once more with their learned rates clipped into [0, inner lr] (more_steps_fixes.py), a cheap
-  eval-time fix for the divergence past the trained step.
+- Meta-SGD checkpoints once more with their learned rates clipped into [0, inner lr], learned-update ones with
+  their network's progress input as in meta-training (more_steps_fixes.py): cheap eval-time fixes for the
+  divergence past the trained step.
 """
 
 from pathlib import Path
@@ -61,11 +62,11 @@ class MoreSteps:
         for index, model in enumerate(models):
             cells.append(Cell(f"m{index}-{model.config.method}",
                               lambda model=model: _curve_cell(model, "trained", model.meta, settings, steps)))
-            for fix, applies in FIXES.items():
-                if applies.applies_to(model):
-                    cells.append(Cell(f"m{index}-{model.config.method}-{fix}",
-                                      lambda model=model, fix=fix: _curve_cell(
-                                          model, fix, FIXES[fix].meta(model), settings, steps)))
+            for name, fix in FIXES.items():
+                if fix.applies_to(model):
+                    cells.append(Cell(f"m{index}-{model.config.method}-{name}",
+                                      lambda model=model, name=name, fix=fix: _curve_cell(
+                                          model, name, fix.meta(model), settings, steps, method=fix.method(model))))
             randoms.setdefault(_random_signature(model), model)
         for index, (signature, model) in enumerate(randoms.items()):
             cells.append(Cell(f"random{index}-{model.config.problem}",
@@ -83,12 +84,12 @@ def _random_signature(model: StudyModel) -> tuple:
 
 
 def _curve_cell(model: StudyModel, variant: str, meta, settings: StudySettings, steps: int,
-                on_support: bool = False) -> dict:
+                on_support: bool = False, method=None) -> dict:
     """Rows of mean ± 95% interval after each of 0..steps inner steps; per-episode scores at KEPT_STEPS."""
     episodes = fixed_episodes(model.tasks, settings.seed, settings.episodes)
     if on_support:  # the support set scored as if it were the query set: how well the steps fit it
         episodes = (Episode(e.support_x, e.support_y, e.support_x, e.support_y) for e in episodes)
-    scores = per_episode_scores(meta, model.method, episodes, steps)
+    scores = per_episode_scores(meta, method or model.method, episodes, steps)
     where = "support" if on_support else "query"
     base = {"checkpoint": str(model.path), "label": model.label, "method": model.config.method,
             "variant": variant, "scored_on": where, "trained_inner_steps": model.config.inner_steps,
