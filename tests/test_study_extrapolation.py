@@ -46,3 +46,24 @@ def test_the_tiny_study_reports_every_number_it_computed(tmp_path, omniglot_dir)
                  "--data-dir", str(omniglot_dir)]) == 0
     assert {p.name: p.stat().st_mtime_ns for p in (out / "cells").iterdir()} == before
     assert json.loads((out / "results.json").read_text())["cells"] == cells
+
+
+def test_checkpoints_trained_with_augment_get_their_own_panel(tmp_path):
+    from metalab.studies.extrapolation_report import write_report
+
+    def row(checkpoint, method, augment, shear, scale, mean):
+        return {"checkpoint": checkpoint, "label": f"{method} ({checkpoint})", "method": method, "augment": augment,
+                "trained_steps": 10, "eval_steps": 3, "shear": shear, "scale": scale, "mean": mean, "ci95": 0.01,
+                "n": 100, **({} if method == "maml" else {"diff_mean": mean - 0.9, "diff_ci95": 0.02})}
+
+    results = {}
+    for shear, scale in distortions("tiny"):
+        results[f"{shear}-{scale}"] = {"rows": [row("a", "maml", 0.0, shear, scale, 0.9),
+                                                row("b", "snail", 0.0, shear, scale, 0.8),
+                                                row("c", "maml", 1.0, shear, scale, 0.95)]}
+    report = write_report(results, tmp_path)
+    assert "| maml (c) | `c` | 10 | 3 | yes (1) |" in report and "| maml (a) | `a` | 10 | 3 | no |" in report
+    for name in ("shear.png", "shear-augment.png", "scale.png", "scale-augment.png", "shear-minus-maml.png"):
+        assert (tmp_path / name).read_bytes()[:8] == PNG and f"]({name})" in report
+    assert not (tmp_path / "shear-minus-maml-augment.png").exists()  # nothing but MAML trained with --augment
+    assert "| snail (b) | -10.00 ± 2.00 |" in report
