@@ -198,3 +198,32 @@ def test_the_command_lists_and_runs_a_study(tmp_path, capsys, monkeypatch):
     assert "| 3 | 2.9" in (tmp_path / "report.md").read_text()  # about 3, from the scores of seed 0
     assert json.loads((tmp_path / "results.json").read_text())["settings"]["episodes"] == 20  # tiny's default
     assert Path(tmp_path / "results.csv").is_file()
+
+
+class PerCheckpointStudy(CountingStudy):
+    """One cell per checkpoint file, reading only that file."""
+
+    def cells(self, checkpoints, settings):
+        return [Cell(f"c-{path.stem}", lambda path=path: self._computed(path), inputs=(path,)) for path in checkpoints]
+
+    def _computed(self, path):
+        self.computed.append(path.stem)
+        return {"rows": [{"size": path.stat().st_size}]}
+
+    def report(self, results, out):
+        return ""
+
+
+def test_a_cell_that_names_its_inputs_is_recomputed_only_when_they_change(tmp_path):
+    a, b = tmp_path / "a.pt", tmp_path / "b.pt"
+    a.write_bytes(b"1"), b.write_bytes(b"22")
+    first = PerCheckpointStudy()
+    run_study(first, [a], tmp_path / "out", SETTINGS)
+    added = PerCheckpointStudy()
+    run_study(added, [a, b], tmp_path / "out", SETTINGS)
+    assert first.computed == ["a"] and added.computed == ["b"]
+    a.write_bytes(b"333")  # retrained: its cell is stale
+    changed = PerCheckpointStudy()
+    run_study(changed, [a, b], tmp_path / "out", SETTINGS)
+    assert changed.computed == ["a"]
+    assert json.loads((tmp_path / "out" / "results.json").read_text())["cells"]["c-a"]["rows"] == [{"size": 3}]

@@ -31,11 +31,12 @@ MODELS = {"maml-1step": ("omniglot-5w1s-maml", {}),
           "maml-5steps": ("omniglot-5w1s-maml", {"inner_steps": 5, "eval_inner_steps": 5}),
           "metasgd": ("omniglot-5w1s-metasgd", {}),
           "learned-update": ("omniglot-5w1s-learned", {}),
-          "sinusoid-maml": ("sinusoid-maml", {})}
+          "sinusoid-maml": ("sinusoid-maml", {}),
+          "sinusoid-metasgd": ("sinusoid-metasgd", {})}
 # Meta-steps by budget (full: the presets' own). Quick: about what 2 CPU cores do in 30 minutes with the evaluation.
 STEPS = {"tiny": dict.fromkeys(MODELS, 2),
          "quick": {"maml-1step": 600, "maml-5steps": 200, "metasgd": 600, "learned-update": 600,
-                   "sinusoid-maml": 5000},
+                   "sinusoid-maml": 5000, "sinusoid-metasgd": 5000},
          "full": {}}
 TEST_STEPS = {"tiny": 10, "quick": 100, "full": 100}  # inner steps at test time
 
@@ -61,16 +62,18 @@ class MoreSteps:
         cells, randoms = [], {}
         for index, model in enumerate(models):
             cells.append(Cell(f"m{index}-{model.config.method}",
-                              lambda model=model: _curve_cell(model, "trained", model.meta, settings, steps)))
+                              lambda model=model: _curve_cell(model, "trained", model.meta, settings, steps),
+                              (model.path,)))
             for name, fix in FIXES.items():
                 if fix.applies_to(model):
                     cells.append(Cell(f"m{index}-{model.config.method}-{name}",
                                       lambda model=model, name=name, fix=fix: _curve_cell(
-                                          model, name, fix.meta(model), settings, steps, method=fix.method(model))))
+                                          model, name, fix.meta(model), settings, steps, method=fix.method(model)),
+                                      (model.path,)))
             randoms.setdefault(_random_signature(model), model)
         for index, (signature, model) in enumerate(randoms.items()):
             cells.append(Cell(f"random{index}-{model.config.problem}",
-                              lambda model=model: _random_cell(model, settings, steps)))
+                              lambda model=model: _random_cell(model, settings, steps), (model.path,)))
         return cells
 
     def report(self, results: dict[str, dict], out: Path) -> str:

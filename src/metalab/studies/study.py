@@ -53,6 +53,9 @@ class Cell:
 
     key: str  # unique within the study and file-name safe, e.g. "maml__shear=-0.785"
     compute: Callable[[], dict]
+    # The checkpoints the cell reads; None: all of the study's. Its cache stays valid while these stay the same,
+    # so adding a checkpoint to a study recomputes only the cells that read it.
+    inputs: tuple[Path, ...] | None = None
 
 
 class Study(Protocol):
@@ -87,17 +90,17 @@ def train_run(config: Config, folder: Path, data_dir=None) -> Path:
 
 def run_study(study: Study, checkpoints: list[Path], out: Path, settings: StudySettings) -> Path:
     """Compute every cell of `study` not already cached in out/cells/, then write report.md, results.json and
-    results.csv into `out`; the report's path."""
+    results.csv into `out`; the report's path. results.json is Python's JSON: a diverged mean is written Infinity."""
     out = Path(out)
     cells_dir = writable_folder(out / "cells", "--out")
     remove_stale_temporaries(cells_dir)  # of a run killed mid-write
     cells = study.cells([Path(c) for c in checkpoints], settings)
     _check_keys(study.name, cells)
-    fingerprint = _fingerprint(study.name, checkpoints, settings)
     results = {}
     with tqdm(total=len(cells), desc=study.name, unit="cell", dynamic_ncols=True) as bar:
         for cell in cells:
             path = cells_dir / f"{cell.key}.json"
+            fingerprint = _fingerprint(study.name, checkpoints if cell.inputs is None else cell.inputs, settings)
             results[cell.key] = _cached(path, fingerprint)
             if results[cell.key] is None:
                 bar.set_postfix_str(cell.key)
