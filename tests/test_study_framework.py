@@ -227,3 +227,13 @@ def test_a_cell_that_names_its_inputs_is_recomputed_only_when_they_change(tmp_pa
     run_study(changed, [a, b], tmp_path / "out", SETTINGS)
     assert changed.computed == ["a"]
     assert json.loads((tmp_path / "out" / "results.json").read_text())["cells"]["c-a"]["rows"] == [{"size": 3}]
+
+
+def test_a_second_process_writing_into_the_same_folder_is_refused(tmp_path):
+    from metalab.training.run_folder import claimed
+
+    with claimed(tmp_path, "--out"):  # as if another study were running there
+        child = subprocess.run([sys.executable, "-m", "metalab", "study", "extrapolation-omniglot", "--checkpoints",
+                                __file__, "--out", str(tmp_path)], capture_output=True, text=True)
+    assert child.returncode == 2
+    assert "another metalab process is writing into" in child.stderr and child.stderr.count("\n") == 1

@@ -90,10 +90,17 @@ def train_run(config: Config, folder: Path, data_dir=None) -> Path:
 
 def run_study(study: Study, checkpoints: list[Path], out: Path, settings: StudySettings) -> Path:
     """Compute every cell of `study` not already cached in out/cells/, then write report.md, results.json and
-    results.csv into `out`; the report's path. results.json is Python's JSON: a diverged mean is written Infinity."""
-    out = Path(out)
+    results.csv into `out`; the report's path. results.json is Python's JSON: a diverged mean is written Infinity.
+    One process at a time writes into `out` (a second is refused, naming the folder)."""
+    from metalab.training.run_folder import claimed
+
+    with claimed(Path(out), "--out") as out:
+        return _run_study(study, checkpoints, out, settings)
+
+
+def _run_study(study: Study, checkpoints: list[Path], out: Path, settings: StudySettings) -> Path:
     cells_dir = writable_folder(out / "cells", "--out")
-    remove_stale_temporaries(cells_dir)  # of a run killed mid-write
+    remove_stale_temporaries(cells_dir)  # of a run killed mid-write: under the folder's lock, no writer is alive
     cells = study.cells([Path(c) for c in checkpoints], settings)
     _check_keys(study.name, cells)
     results = {}
