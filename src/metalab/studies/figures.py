@@ -31,7 +31,8 @@ def curves_with_bands(series: list[Series], path: Path, xlabel: str, ylabel: str
     """Write a PNG of `series` (each mean and band multiplied by `scale`, e.g. 100 for percent) to `path`.
     `reference` draws a dotted vertical line at that x (e.g. the training distribution's setting), `horizontal`
     a grey horizontal line at that y (e.g. 0 for differences)."""
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    crowded = len(series) > 4  # then the legend goes beside the axes, where it hides no curve
+    fig, ax = plt.subplots(figsize=(11 if crowded else 7, 4.5))
     for line in series:
         points = [(x, m * scale, c * scale) for x, m, c in zip(line.x, line.mean, line.ci95) if math.isfinite(m)]
         if not points:
@@ -53,7 +54,8 @@ def curves_with_bands(series: list[Series], path: Path, xlabel: str, ylabel: str
     if ylim is not None:
         ax.set_ylim(*ylim)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, title="shaded: 95% interval", title_fontsize=8)
+    ax.legend(fontsize=8, title="shaded: 95% interval", title_fontsize=8,
+              **(dict(loc="upper left", bbox_to_anchor=(1.01, 1.0)) if crowded else {}))
     fig.tight_layout()
     path = Path(path)
     with atomic_path(path) as tmp:

@@ -33,12 +33,17 @@ def write_report(results: dict[str, dict], out: Path) -> str:
         parts.append(_divergence(group, metric))
         figure = f"steps-{metric.lower()}.png"
         accuracy = metric == "accuracy"
+        # A loss axis up to 10x the worst start: a diverging curve leaves the top instead of flattening the others.
+        starts = [c["rows"][0]["mean"] for c in group.values() if math.isfinite(c["rows"][0]["mean"])]
+        lows = [r["mean"] for c in group.values() for r in c["rows"] if math.isfinite(r["mean"]) and r["mean"] > 0]
+        limits = None if accuracy or not starts or not lows else (0.5 * min(lows), 10 * max(starts))
         curves_with_bands([Series(name, [r["step"] for r in c["rows"]], [r["mean"] for r in c["rows"]],
                                   [r["ci95"] for r in c["rows"]], style="--" if c["random"] else "-")
                            for name, c in group.items()], out / figure,
                           "inner steps at test time (symmetric log axis)",
                           "accuracy (%)" if accuracy else f"{metric} (log axis)",
-                          f"meta-test {metric} against inner steps", xscale="symlog", xticks=steps,
+                          f"meta-test {metric} against inner steps" + ("" if accuracy else " (off the top: diverged)"),
+                          xscale="symlog", xticks=steps, ylim=limits,
                           yscale="linear" if accuracy else "log", scale=100 if accuracy else 1)
         parts.append(f"![{metric} against inner steps]({figure})\n")
     return "\n".join(parts)
