@@ -23,7 +23,7 @@ def test_the_tiny_study_matches_metalab_eval_and_reports_every_curve(tmp_path, o
     cells = results["cells"]
     steps = TEST_STEPS["tiny"]
     assert sorted(cells) == ["m0-maml", "m1-maml", "m2-metasgd", "m2-metasgd-rates-clipped", "m3-learned_update",
-                             "m3-learned_update-progress-as-trained", "m4-maml", "m5-metasgd",
+                             "m3-learned_update-corrected-as-trained", "m3-learned_update-progress-as-trained", "m4-maml", "m5-metasgd",
                              "m5-metasgd-rates-clipped", "random0-omniglot", "random1-sinusoid", "random2-sinusoid"]
     # The study's episodes are `metalab eval`'s: the same seed, the same tasks, the same numbers.
     path = out / "train" / "maml-1step" / "best.pt"
@@ -54,9 +54,10 @@ def test_clipped_rates_keep_meta_sgd_steps_descent_steps_no_larger_than_maml():
     assert torch.equal(Model.meta["learned_lr"]["w"], torch.tensor([-0.2, 0.1, 3.0]))  # the checkpoint's untouched
 
 
-def test_progress_as_trained_feeds_the_learned_update_the_progress_meta_training_showed_it():
+def test_the_learned_update_fixes_feed_it_what_meta_training_showed_it():
     """Three steps of the learned update with progress_steps=1 equal three hand-written steps at progress 0;
-    without it (the default) the steps read 0, 1/3, 2/3, which differs."""
+    without it (the default) the steps read 0, 1/3, 2/3, which differs. With corrected_steps=1, one learned
+    step and then plain gradient steps."""
     from torch.func import grad
 
     from metalab.methods import update_rules
@@ -87,3 +88,11 @@ def test_progress_as_trained_feeds_the_learned_update_the_progress_meta_training
     for name, value in by_hand([0.0, 1 / 3, 2 / 3]).items():
         assert torch.allclose(default[name], value, atol=1e-6)
     assert not all(torch.allclose(held[n], default[n]) for n in held)
+    # corrected_steps=1: the network's correction on the first step only, then two plain gradient steps.
+    corrected = adapt(meta, x, y, learner, InnerLoop("learned_update", 0.05, corrected_steps=1), 3)
+    phi = by_hand([0.0])
+    for _ in range(2):
+        gradients = grad(lambda p: learner.loss(learner.predict(p, x), y))(phi)
+        phi = {n: p - 0.05 * gradients[n] for n, p in phi.items()}
+    for name, value in phi.items():
+        assert torch.allclose(corrected[name], value, atol=1e-6)

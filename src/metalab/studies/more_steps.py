@@ -10,8 +10,8 @@ learned update are meta-trained for their training steps only; past them they ma
   lr: Meta-SGD's rates start at it, the learned update's output layer at zero), scored on the queries and on
   the support set itself; checkpoints of one network and inner lr share it;
 - Meta-SGD checkpoints once more with their learned rates clipped into [0, inner lr], learned-update ones with
-  their network's progress input as in meta-training (more_steps_fixes.py): cheap eval-time fixes for the
-  divergence past the trained step.
+  their network's progress input as in meta-training, and with its correction on the trained steps only
+  (more_steps_fixes.py): cheap eval-time fixes for the divergence past the trained step.
 """
 
 from pathlib import Path

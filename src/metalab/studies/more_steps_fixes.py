@@ -6,7 +6,9 @@
 - progress-as-trained (learned update): its network reads progress = step / steps, which meta-training with 1
   step only ever showed at 0; run for S steps it reads k / S instead. Measured against the trained steps (and
   held at the last value training showed), every step reads an input the network was trained on.
-Neither retrains anything.
+- corrected-as-trained (learned update): the network's correction only on the steps it was meta-trained for;
+  later steps are plain gradient steps at the inner lr, as MAML's.
+None retrains anything.
 """
 
 import dataclasses
@@ -38,5 +40,12 @@ def progress_as_trained(model: StudyModel) -> Method:
     return dataclasses.replace(model.method, inner=inner)
 
 
+def corrected_as_trained(model: StudyModel) -> Method:
+    """The learned update that adds its network's correction on the meta-training steps only."""
+    inner = dataclasses.replace(model.method.inner, corrected_steps=model.config.inner_steps)
+    return dataclasses.replace(model.method, inner=inner)
+
+
 FIXES = {"rates-clipped": Fix(lambda model: "learned_lr" in model.meta, meta=clipped_rates),
-         "progress-as-trained": Fix(lambda model: "update_net" in model.meta, method=progress_as_trained)}
+         "progress-as-trained": Fix(lambda model: "update_net" in model.meta, method=progress_as_trained),
+         "corrected-as-trained": Fix(lambda model: "update_net" in model.meta, method=corrected_as_trained)}

@@ -16,8 +16,9 @@ network drawn afresh from its seed with its method's untrained meta-parameters, 
 inner lr (Meta-SGD's rates start at it, the learned update's output layer at zero), scored on the queries and
 on its own support set (how well the steps fit it). "rates-clipped": Meta-SGD's learned rates clipped into
 [0, inner lr] at test time; "progress-as-trained": the learned update's network reads the step's progress as a
-fraction of its meta-training steps, held at the last value it was trained on (more_steps_fixes.py); neither
-retrains. Paired differences are over the same episodes."""
+fraction of its meta-training steps, held at the last value it was trained on; "corrected-as-trained": the
+learned update adds its network's correction on its meta-training steps only, plain gradient steps after
+(more_steps_fixes.py); none retrains. Paired differences are over the same episodes."""
 
 
 def write_report(results: dict[str, dict], out: Path) -> str:
