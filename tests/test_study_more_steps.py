@@ -23,7 +23,8 @@ def test_the_tiny_study_matches_metalab_eval_and_reports_every_curve(tmp_path, o
     cells = results["cells"]
     steps = TEST_STEPS["tiny"]
     assert sorted(cells) == ["m0-maml", "m1-maml", "m2-metasgd", "m2-metasgd-rates-clipped", "m3-learned_update",
-                             "m3-learned_update-corrected-as-trained", "m3-learned_update-progress-as-trained", "m4-maml", "m5-metasgd",
+                             "m3-learned_update-corrected-as-trained", "m3-learned_update-progress-as-trained",
+                             "m4-maml", "m5-metasgd",
                              "m5-metasgd-rates-clipped", "random0-omniglot", "random1-sinusoid", "random2-sinusoid"]
     # The study's episodes are `metalab eval`'s: the same seed, the same tasks, the same numbers.
     path = out / "train" / "maml-1step" / "best.pt"
