@@ -6,6 +6,7 @@ so every method is scored as it is everywhere else, with no new member that retu
 """
 
 import dataclasses
+from pathlib import Path
 
 import numpy as np
 
@@ -13,12 +14,10 @@ from metalab.data import download as download_specs
 from metalab.data import paths
 from metalab.data.lake_oneshot import ARCHIVE, WAYS, OneShotRuns, OneShotScore, as_episode, format_table, load_benchmark
 from metalab.errors import MetalabError
-from metalab.evaluation.checkpoints import load_trained, method_for
+from metalab.evaluation.checkpoints import image_method
 from metalab.evaluation.evaluate import per_episode_scores
 from metalab.evaluation.stats import mean_ci
 from metalab.methods.method import MetaParams, Method
-from metalab.problem import image_learner
-from metalab.runtime import configure_torch
 
 # Error % on these 20 runs as published, every model trained on the 30 background alphabets (Lake, Salakhutdinov
 # & Tenenbaum, Science 2015; the Siamese nets of Koch et al. 2015 as quoted by Lake et al. 2019).
@@ -47,26 +46,13 @@ def run_errors(meta: MetaParams, method: Method, runs: OneShotRuns, steps: int) 
     return 100.0 * (queries - counts) / queries
 
 
-def fits_twenty_ways(path, **overrides) -> tuple:
-    """(config at 20-way 1-shot, meta on its device, method) of the checkpoint at `path`; a MetalabError (CANNOT) for a
-    model that cannot classify 20 ways (an N-way output layer, a black-box learner sized for N classes)."""
-    config, meta, state = load_trained(path, **overrides)
-    if config.problem != "omniglot":
-        raise MetalabError(f"{path} is a {config.problem} model; Lake's benchmark classifies Omniglot characters: "
-                           "pass a checkpoint trained on Omniglot")
-    config = config.replace(ways=WAYS, shots=1, queries=1)
-    device = configure_torch(config.threads, config.device)
-    meta = {g: {n: p.to(device) for n, p in ps.items()} for g, ps in meta.items()}
-    method = method_for(config, meta, state, image_learner(config), path, device, fix=CANNOT)
-    return config, meta, method
-
-
 def evaluate_lake(path, steps=None, inner_lr=None, data_dir=None, download=True, device=None,
                   threads=None, show: bool = True) -> dict:
     """The checkpoint's error on each run of all_runs.zip (in `data_dir`, fetched when missing and `download`),
     after `steps` adaptation steps (default: the run's eval steps); printed beside the published errors."""
-    config, meta, method = fits_twenty_ways(path, inner_lr=inner_lr, device=device, threads=threads)
-    runs = _benchmark(data_dir, download)
+    config, meta, method = image_method(path, WAYS, 1, 1, CANNOT, inner_lr=inner_lr, device=device,
+                                        threads=threads)
+    runs = benchmark_runs(data_dir, download)
     steps = method.eval_steps if steps is None else steps
     errors = run_errors(meta, method, runs, steps)
     final = OneShotScore(runs.names, errors[-1], float(errors[-1].mean()))
@@ -85,11 +71,16 @@ def evaluate_lake(path, steps=None, inner_lr=None, data_dir=None, download=True,
                             for row in range(len(errors))}}
 
 
-def _benchmark(data_dir, download: bool) -> OneShotRuns:
-    folder = paths.data_dir(data_dir)
-    spec = download_specs.ARCHIVES[ARCHIVE]
-    if not download and not (folder / spec.filename).exists():
-        raise MetalabError(f"{spec.filename} (Lake's one-shot runs) is not in {folder} and --no-download forbids "
-                           f"fetching it: download {spec.url} into that folder (or pass --data-dir DIR holding it), "
-                           "or run again without --no-download")
+def archive_path(data_dir=None) -> Path:
+    """Where all_runs.zip is looked for: the data folder (--data-dir, else $METALAB_DATA, else the user cache)."""
+    return paths.data_dir(data_dir) / download_specs.ARCHIVES[ARCHIVE].filename
+
+
+def benchmark_runs(data_dir=None, download: bool = True) -> OneShotRuns:
+    """The benchmark's runs from the data folder (fetched first when missing and `download`)."""
+    path = archive_path(data_dir)
+    if not download and not path.exists():
+        raise MetalabError(f"{path.name} (Lake's one-shot runs) is not in {path.parent} and --no-download forbids "
+                           f"fetching it: download {download_specs.ARCHIVES[ARCHIVE].url} into that folder (or pass "
+                           "--data-dir DIR holding it), or run again without --no-download")
     return load_benchmark(data_dir, download_missing=download)
