@@ -71,7 +71,8 @@ def test_each_number_is_its_episodes_mean_and_interval_and_is_in_the_report(tiny
         assert row["mean"] == pytest.approx(scores.mean())
         assert row["ci95"] == pytest.approx(1.96 * scores.std(ddof=1) / math.sqrt(scores.size))
         line = next(line for line in tiny["report"].splitlines()
-                    if line.startswith(f"| meta-{'validation' if row['part'] == 'val' else 'test'} | {row['alphabet']} |")
+                    if line.startswith(f"| meta-{'validation' if row['part'] == 'val' else 'test'} | "
+                                       f"{'mixed' if row['alphabet'] == 'mixed' else 'within ' + row['alphabet']} |")
                     and f"{row['ways']}-way" in _section_of(tiny["report"], line))
         assert estimate_cell(row["mean"], row["ci95"], "accuracy") in line
     csv_rows = list(csv.DictReader((tiny["out"] / "results.csv").open()))

@@ -15,6 +15,7 @@ from metalab.evaluation.lake import PUBLISHED  # noqa: E402
 from metalab.studies.tables import difference_cell, estimate_cell, markdown_table  # noqa: E402
 
 PART_NAMES = {"val": "meta-validation", "test": "meta-test"}
+MIXED = "mixed"  # the group of a part's episodes whose classes come from any of its alphabets
 
 
 def write_report(results: dict[str, dict], out: Path) -> str:
@@ -53,7 +54,7 @@ def _too_few(rows: list[dict]) -> str:
         short = {(row["part"], row["alphabet"]): row["characters"] for row in rows
                  if row["ways"] == ways and row["characters"] < ways}
         if short:
-            listed = ", ".join(f"{_group_name({'alphabet': a})} of {PART_NAMES[p]} ({n})" for (p, a), n in short.items())
+            listed = ", ".join(f"{a} of {PART_NAMES[p]} ({n})" for (p, a), n in short.items())
             lines.append(f"- {ways}-way: {listed}")
     if not lines:
         return ""
@@ -68,7 +69,7 @@ def _cell(row: dict) -> str:
 
 
 def _group_name(row: dict) -> str:
-    return "mixed" if row["alphabet"] == "mixed" else row["alphabet"]
+    return MIXED if row["alphabet"] == MIXED else f"within {row['alphabet']}"
 
 
 def _accuracy_table(rows: list[dict], models: list[str]) -> str:
@@ -99,7 +100,7 @@ def _bars(rows: list[dict], models: list[str], path: Path, ways: int) -> Path:
         cis = [100 * r["ci95"] if "ci95" in r and math.isfinite(r["ci95"]) else 0.0 for r in found]
         ax.bar(x + (k - (len(models) - 1) / 2) * width, means, width, yerr=cis, capsize=3, label=model)
     seen = {(row["part"], row["alphabet"]): row["seen"] for row in rows}
-    labels = [f"{'mixed' if a == 'mixed' else a}\n{PART_NAMES[p]}\nseen: {seen[(p, a)]}" for p, a in groups]
+    labels = [f"{a}\n{PART_NAMES[p]}\nseen: {seen[(p, a)]}" for p, a in groups]
     ax.set_xticks(x, labels, fontsize=7)
     boundary = [k for k in range(1, len(groups)) if groups[k][0] != groups[k - 1][0]]
     for k in boundary:  # meta-validation groups on the left, meta-test on the right
@@ -123,7 +124,7 @@ def _gap_table(rows: list[dict], models: list[str]) -> str:
     for ways in sorted({row["ways"] for row in rows}):
         for model in models:
             mixed = {row["part"]: row for row in rows
-                     if row["ways"] == ways and row["model"] == model and row["alphabet"] == "mixed"}
+                     if row["ways"] == ways and row["model"] == model and row["alphabet"] == MIXED}
             val, test = mixed.get("val", {}), mixed.get("test", {})
             if "mean" in val and "mean" in test:
                 gap = difference_cell(val["mean"] - test["mean"], math.hypot(val["ci95"], test["ci95"]), "accuracy")

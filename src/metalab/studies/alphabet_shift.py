@@ -25,13 +25,12 @@ from metalab.evaluation.checkpoints import WaysMismatch, image_method, load_trai
 from metalab.evaluation.evaluate import per_episode_scores
 from metalab.evaluation.lake import CANNOT, archive_path, benchmark_runs, run_errors
 from metalab.problem import EVAL_QUERIES
-from metalab.studies.alphabet_report import write_report
+from metalab.studies.alphabet_report import MIXED, write_report
 from metalab.studies.study import Cell, StudySettings, train_run
 from metalab.studies.tables import estimate_row
 
 WAYS = (5, 20)
 SHOTS = 1
-MIXED = "mixed"  # the group of a part's episodes whose classes come from any of its alphabets
 PARTS = ("val", "test")
 # What --train builds: MAML and the feedforward + average learner, 5-way 1-shot, on the minimal split. quick: both
 # trained and the study evaluated in under 30 minutes on 2 cores (docs/results.md has the measured time).
