@@ -152,3 +152,16 @@ def test_checkpoints_of_different_splits_are_refused(tiny, tmp_path, capsys):
     assert main(["study", "alphabet-shift", "--checkpoints", str(tiny["average"]), str(tmp_path / "other.pt"),
                  "--out", str(tmp_path / "out"), "--threads", "1"]) == 2
     assert "different splits (minimal, vinyals)" in capsys.readouterr().err
+
+
+def test_adding_a_checkpoint_computes_only_its_cells(tiny, data_with_lake, tmp_path):
+    out = tmp_path / "study"
+    first = ["study", "alphabet-shift", "--episodes", "2", "--threads", "1", "--out", str(out),
+             "--data-dir", str(data_with_lake), "--checkpoints", str(tiny["average"])]
+    assert main(first) == 0
+    stamps = {p.name: p.stat().st_mtime_ns for p in (out / "cells").iterdir()}
+    assert main(first + [str(tiny["maml"])]) == 0
+    again = {p.name: p.stat().st_mtime_ns for p in (out / "cells").iterdir()}
+    average = [name for name in stamps if name.endswith("average-.json")]
+    assert average and all(again[name] == stamps[name] for name in average)  # the average learner's: cached
+    assert any(name.endswith("maml-.json") for name in set(again) - set(stamps))

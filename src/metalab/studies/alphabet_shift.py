@@ -123,7 +123,8 @@ class AlphabetShift:
             scores = per_episode_scores(meta, method, episodes, method.eval_steps)[-1]
             return {"rows": [{**row, "steps": method.eval_steps, **estimate_row(scores)}], "scores": scores.tolist()}
 
-        cells = [Cell(f"{ways}w__{group.key}__{_safe(labels[i])}", functools.partial(compute, i, group, ways))
+        cells = [Cell(f"{ways}w__{group.key}__{_safe(labels[i])}", functools.partial(compute, i, group, ways),
+                      inputs=(checkpoints[i],))
                  for ways in WAYS for group in groups_of(data, split) for i in range(len(checkpoints))]
         return cells + self._lake_cells(checkpoints, labels, configs, settings)
 
@@ -144,7 +145,8 @@ class AlphabetShift:
             return {"rows": [{**row, "run": name, "error_percent": float(e)} for name, e in zip(runs().names, errors)],
                     "lake_mean_error": float(np.mean(errors)), "steps": method.eval_steps}
 
-        return [Cell(f"lake__{_safe(labels[i])}", functools.partial(compute, i)) for i in range(len(checkpoints))]
+        return [Cell(f"lake__{_safe(labels[i])}", functools.partial(compute, i), inputs=(checkpoints[i],))
+                for i in range(len(checkpoints))]
 
     def report(self, results: dict[str, dict], out: Path) -> str:
         return write_report(results, Path(out))
