@@ -40,7 +40,7 @@ def build_problem(config: Config, data_dir=None, parts=("train", "val", "test"))
                                      mirrors=training and config.mirrors)
         if training and config.augment > 0:
             tasks[part] = AugmentedTasks(tasks[part], config.augment)
-    return Problem(image_learner(config), tasks)
+    return Problem(classification(_network(config, blackbox, x_shape=(1, 28, 28), outputs=config.ways)), tasks)
 
 
 def image_learner(config: Config) -> Learner:
