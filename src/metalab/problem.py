@@ -49,6 +49,13 @@ def build_problem(config: Config, data_dir=None, parts=("train", "val", "test"))
     return Problem(classification(network), tasks)
 
 
+def image_learner(config: Config) -> Learner:
+    """The Learner of an Omniglot config (28x28 images, config.ways classes), built without reading any data:
+    what a benchmark that brings its own images (Lake's one-shot runs) evaluates."""
+    blackbox = registry.entry(config.method).blackbox
+    return classification(_network(config, blackbox, x_shape=(1, 28, 28), outputs=config.ways))
+
+
 def support_size(config: Config) -> int:
     """Examples in a task's support set: N * K for classification, K points for regression."""
     return config.ways * config.shots if config.problem == "omniglot" else config.shots

@@ -1,6 +1,7 @@
 """`metalab eval CHECKPOINT` and `metalab compare A.npy B.npy`: held-out scores and paired differences."""
 
 import json
+import os
 from pathlib import Path
 
 from metalab.cli.flags import add_distributed, distributed_group
@@ -15,9 +16,12 @@ def add_commands(commands) -> None:
     ev.add_argument("--queries", type=int, help="default: 15 per class (omniglot), 100 points (sinusoid)")
     ev.add_argument("--steps", type=int, help="inner steps (default: eval_inner_steps of the run)")
     ev.add_argument("--inner-lr", type=float, help="MAML/FOMAML inner learning rate (default: as trained)")
-    ev.add_argument("--episodes", type=int, default=1000)
+    ev.add_argument("--episodes", type=int, help="default 1000")
     ev.add_argument("--seed", type=int, default=0, help="fixes the episodes: same seed, same episodes for every method")
-    ev.add_argument("--part", default="test", choices=("test", "val"))
+    ev.add_argument("--part", choices=("test", "val"), help="default test")
+    ev.add_argument("--benchmark", choices=("lake",), help="lake: Lake's 20 runs of 20-way within-alphabet one-shot "
+                    "classification (all_runs.zip in the data folder, fetched when missing): error %% per run")
+    ev.add_argument("--no-download", action="store_true", help="with --benchmark: fail if all_runs.zip is missing")
     ev.add_argument("--data-dir")
     ev.add_argument("--device", help="default: as trained (cpu or cuda)")
     ev.add_argument("--threads", type=int, help="torch CPU threads (default: one per core)")
@@ -37,7 +41,6 @@ def add_commands(commands) -> None:
 
 
 def run_eval(args) -> None:
-    from metalab.atomic import atomic_path
     from metalab.config import check_numbers
     from metalab.evaluation.checkpoints import evaluate_checkpoint
     from metalab.evaluation.score_files import check_writable
@@ -49,16 +52,46 @@ def run_eval(args) -> None:
     for flag, path in (("--save-scores", args.save_scores), ("--json", args.json)):
         if path:
             check_writable(path, flag)  # before the evaluation, not after it
+    if args.benchmark or args.no_download:
+        return run_benchmark(args)
     # Without --device the backend is gloo, which also gathers the scores of a checkpoint evaluated on its GPU.
     with distributed_group(args, args.device or "cpu") as group:
         results = evaluate_checkpoint(args.checkpoint, ways=args.ways, shots=args.shots, queries=args.queries,
-                                      steps=args.steps, inner_lr=args.inner_lr, episodes=args.episodes,
-                                      seed=args.seed, part=args.part, data_dir=args.data_dir,
+                                      steps=args.steps, inner_lr=args.inner_lr, episodes=args.episodes or 1000,
+                                      seed=args.seed, part=args.part or "test", data_dir=args.data_dir,
                                       save_scores=args.save_scores, device=args.device, threads=args.threads,
                                       curvature=args.curvature, group=group)
-    if args.json and group.is_main:
-        with atomic_path(Path(args.json)) as tmp:
+    if group.is_main:
+        _write_json(args.json, results)
+
+
+def _write_json(path, results: dict) -> None:
+    from metalab.atomic import atomic_path
+
+    if path:
+        with atomic_path(Path(path)) as tmp:
             tmp.write_text(json.dumps(results, indent=2))
+
+
+def run_benchmark(args) -> None:
+    """`metalab eval CHECKPOINT --benchmark lake`: the benchmark's own fixed tasks, so no flag that draws episodes."""
+    from metalab.evaluation.lake import evaluate_lake
+
+    if not args.benchmark:
+        raise MetalabError("--no-download applies to --benchmark lake; `metalab eval` reads the split's archives "
+                           "(fetch them first with `metalab data fetch`)")
+    drawn = [flag for flag, value in (("--ways", args.ways), ("--shots", args.shots), ("--queries", args.queries),
+                                      ("--episodes", args.episodes), ("--part", args.part),
+                                      ("--save-scores", args.save_scores), ("--curvature", args.curvature or None))
+             if value is not None]
+    if drawn:
+        raise MetalabError(f"--benchmark {args.benchmark} is its own 20 fixed 20-way 1-shot runs: drop "
+                           f"{', '.join(drawn)}")
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise MetalabError("--benchmark lake is 20 tasks: run it in one process, without torchrun")
+    results = evaluate_lake(args.checkpoint, steps=args.steps, inner_lr=args.inner_lr, data_dir=args.data_dir,
+                            download=not args.no_download, device=args.device, threads=args.threads)
+    _write_json(args.json, results)
 
 
 def run_compare(args) -> None:

@@ -1,4 +1,4 @@
-"""The `metalab` command: data, train, eval, compare, pretrain, finetune, table."""
+"""The `metalab` command: data, train, eval, compare, pretrain, finetune, table, study."""
 
 import argparse
 import sys
@@ -15,7 +15,7 @@ class Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from metalab.cli import data, evaluate, finetune, table, train
+    from metalab.cli import data, evaluate, finetune, study, table, train
 
     parser = Parser(prog="metalab", description=__doc__)
     parser.add_argument("--version", action="version", version=f"metalab {__version__}")
@@ -25,6 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_commands(commands)
     finetune.add_commands(commands)
     table.add_commands(commands)
+    study.add_commands(commands)
     return parser
 
 

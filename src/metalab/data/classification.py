@@ -97,3 +97,15 @@ def omniglot_tasks(data: Omniglot, split: str | Split, part: str, ways: int, sho
         rotations = ROTATIONS if part == "train" else (0,)
     bank, table = class_table(data, split.part(part), tuple(rotations), mirrors)
     return ClassificationTasks(bank, table, ways, shots, queries)
+
+
+def alphabet_tasks(data: Omniglot, split: Split, part: str, alphabet: str, ways: int, shots: int,
+                   queries: int) -> ClassificationTasks:
+    """Tasks of one part whose N classes all come from `alphabet` (Lake's within-alphabet episodes, which tell
+    apart similar characters of one script); no rotations."""
+    characters = np.array([c for c in split.part(part) if data.alphabet_of(c) == alphabet], dtype=np.int64)
+    if characters.size < ways:
+        raise MetalabError(f"{ways}-way tasks within {alphabet} need {ways} of its characters, but the {split.name} "
+                           f"split's {part} part holds {characters.size}; lower --ways or use another split")
+    bank, table = class_table(data, characters)
+    return ClassificationTasks(bank, table, ways, shots, queries)

@@ -19,6 +19,7 @@ from PIL import Image
 
 from metalab.atomic import atomic_path, remove_stale_temporaries
 from metalab.data import download, paths
+from metalab.data.affine import affine_drawing, check_affine
 from metalab.errors import MetalabError
 
 SOURCE_SIZE = 105
@@ -35,15 +36,21 @@ class Preprocessing:
 
     size: int = 28
     resample: str = "lanczos"  # antialiasing filter for the downscale: lanczos, box or bilinear
+    # An affine distortion of the 105x105 drawing before the downscale (data/affine.py), for extrapolation tests.
+    shear: float = 0.0  # radians
+    scale: float = 1.0
 
     def __post_init__(self):
+        check_affine(self.shear, self.scale)
         if self.size <= 0:
             raise MetalabError(f"image size must be positive, got {self.size}")
         if self.resample not in _RESAMPLE:
             raise MetalabError(f"unknown resample filter {self.resample!r}; choose one of {sorted(_RESAMPLE)}")
 
     def key(self) -> str:
-        return f"s{self.size}-{self.resample}-v{CACHE_FORMAT}"
+        # Undistorted drawings keep the key they always had, so existing caches stay valid.
+        affine = "" if (self.shear, self.scale) == (0, 1) else f"-shear{self.shear!r}-scale{self.scale!r}"
+        return f"s{self.size}-{self.resample}{affine}-v{CACHE_FORMAT}"
 
 
 def preprocess_image(image: Image.Image, settings: Preprocessing, source: str) -> np.ndarray:
@@ -53,7 +60,8 @@ def preprocess_image(image: Image.Image, settings: Preprocessing, source: str) -
             f"{source}: image is {image.size[0]}x{image.size[1]}, but Omniglot drawings are "
             f"{SOURCE_SIZE}x{SOURCE_SIZE}; this is not an official Omniglot file: replace it with the "
             "original (`metalab data fetch` downloads the official archives)")
-    grey = image.convert("L").resize((settings.size, settings.size), _RESAMPLE[settings.resample])
+    grey = affine_drawing(image, settings.shear, settings.scale)
+    grey = grey.resize((settings.size, settings.size), _RESAMPLE[settings.resample])
     return 255 - np.asarray(grey, dtype=np.uint8)
 
 

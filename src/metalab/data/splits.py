@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from metalab.data.omniglot import Omniglot, load_omniglot
+from metalab.data.omniglot import Omniglot, Preprocessing, load_omniglot
 from metalab.errors import MetalabError
 
 SMALL1, SMALL2 = "images_background_small1", "images_background_small2"
@@ -73,24 +73,32 @@ def keep_train_alphabets(split: Split, data: Omniglot, count: int) -> Split:
     return Split(split.name, np.array(kept, dtype=split.train.dtype), split.val, split.test)
 
 
+def alphabet_counts(split: Split, data: Omniglot, part: str) -> dict[str, int]:
+    """The alphabets of one part, in name order, with how many of their characters the part holds."""
+    counts: dict[str, int] = {}
+    for c in split.part(part):
+        counts[data.alphabet_of(c)] = counts.get(data.alphabet_of(c), 0) + 1
+    return dict(sorted(counts.items()))
+
+
 def describe(split: Split, data: Omniglot) -> str:
     """Plain-text listing of every part: alphabets, characters, images."""
     images_per_character = np.bincount(data.character, minlength=len(data.characters))
     lines = [f"split {split.name}"]
     for part in PARTS:
         ids = split.part(part)
-        alphabets = sorted({data.alphabet_of(c) for c in ids})
-        lines.append(f"  {part}: {len(alphabets)} alphabets, {len(ids)} characters, "
+        counts = alphabet_counts(split, data, part)
+        lines.append(f"  {part}: {len(counts)} alphabets, {len(ids)} characters, "
                      f"{int(images_per_character[ids].sum())} images")
-        for a in alphabets:
-            count = sum(data.alphabet_of(c) == a for c in ids)
-            lines.append(f"    {a}: {count} characters")
+        lines += [f"    {a}: {count} characters" for a, count in counts.items()]
     return "\n".join(lines)
 
 
-def load_split_data(name: str, data_dir=None, download_missing: bool = True) -> tuple[Omniglot, Split]:
-    """The drawings a split needs (its archives, fetched if missing) and the split itself."""
+def load_split_data(name: str, data_dir=None, download_missing: bool = True,
+                    settings: Preprocessing = Preprocessing()) -> tuple[Omniglot, Split]:
+    """The drawings a split needs (its archives, fetched if missing, preprocessed by `settings`) and the split
+    itself. The split depends on the characters only, so it is the same whatever the preprocessing."""
     if name not in ARCHIVES_OF_SPLIT:
         raise MetalabError(f"unknown split {name!r}; choose one of {sorted(ARCHIVES_OF_SPLIT)}")
-    data = load_omniglot(ARCHIVES_OF_SPLIT[name], data_dir, download_missing)
+    data = load_omniglot(ARCHIVES_OF_SPLIT[name], data_dir, download_missing, settings)
     return data, make_split(name, data)

@@ -17,7 +17,7 @@ from metalab.evaluation.report import diverged, report
 from metalab.evaluation.score_files import save_score_file
 from metalab.methods.optimization import InnerLoop
 from metalab.methods.registry import make_method
-from metalab.problem import EVAL_QUERIES, build_problem
+from metalab.problem import EVAL_QUERIES, build_problem, image_learner
 from metalab.runtime import configure_torch
 
 RENAMED_GROUPS = {"inner_lr": "learned_lr"}  # meta-parameter groups of older checkpoints, by their new names
@@ -54,6 +54,40 @@ def config_of(fields: dict, path) -> Config:
                            "run") from error
 
 
+class WaysMismatch(MetalabError):
+    """A checkpoint's network fits only the number of ways it was trained at, and was asked for another."""
+
+
+def method_for(config: Config, meta: dict, state: dict, learner, path, device, fix: str):
+    """The checkpoint's method on `learner` (moved to `device`), once its parameters are checked to fit the
+    learner's network; one that was trained at other ways and cannot serve config.ways is a MetalabError
+    ending with `fix`."""
+    trained_ways = state["config"].get("ways", Config.ways)
+    shapes = {name: p.shape for name, p in learner.model.named_parameters()}
+    if trained_ways != config.ways and any(shapes.get(name) != p.shape for name, p in meta["theta"].items()):
+        # A network whose parameters do not depend on the number of ways (feedforward + average) can be
+        # evaluated at other ways; one with an N-way output layer cannot.
+        raise WaysMismatch(f"this checkpoint's network ({config.method}) was trained {trained_ways}-way and its "
+                           f"parameters fit only {trained_ways}-way tasks, not {config.ways}-way; {fix}")
+    checkpoint.check_shapes(meta["theta"], dict(learner.model.named_parameters()), path, "meta.theta")
+    learner.model.to(device)
+    return make_method(config, learner)
+
+
+def image_method(path, ways: int, shots: int, queries: int, fix: str, **overrides) -> tuple[Config, dict, object]:
+    """(config, meta on its device, method) of an Omniglot checkpoint made for `ways`-way `shots`-shot tasks of
+    `queries` queries per class, without reading any data; a model that cannot serve `ways` classes (an N-way
+    output layer, a black-box learner sized for N classes) is a MetalabError ending with `fix`."""
+    config, meta, state = load_trained(path, **overrides)
+    if config.problem != "omniglot":
+        raise MetalabError(f"{path} is a {config.problem} model; these tasks classify Omniglot characters: pass a "
+                           "checkpoint trained on Omniglot")
+    config = config.replace(ways=ways, shots=shots, queries=queries)
+    device = configure_torch(config.threads, config.device)
+    meta = {g: {n: p.to(device) for n, p in ps.items()} for g, ps in meta.items()}
+    return config, meta, method_for(config, meta, state, image_learner(config), path, device, fix)
+
+
 def evaluate_checkpoint(path, ways=None, shots=None, queries=None, steps=None, inner_lr=None, episodes=1000,
                         seed=0, part="test", data_dir=None, save_scores=None, device=None, threads=None,
                         curvature=False, group: Group = Group()) -> dict:
@@ -68,16 +102,8 @@ def evaluate_checkpoint(path, ways=None, shots=None, queries=None, steps=None, i
     meta = {g: {n: p.to(device) for n, p in ps.items()} for g, ps in meta.items()}
     problem = build_problem(config, data_dir, parts=(part,))
     trained_ways = state["config"].get("ways", Config.ways)
-    shapes = {name: p.shape for name, p in problem.learner.model.named_parameters()}
-    if trained_ways != config.ways and any(shapes.get(name) != p.shape for name, p in meta["theta"].items()):
-        # A network whose parameters do not depend on the number of ways (feedforward + average) can be
-        # evaluated at other ways; one with an N-way output layer cannot.
-        raise MetalabError(f"this checkpoint's network was trained {trained_ways}-way and its parameters fit "
-                           f"only {trained_ways} classes; evaluate it with --ways {trained_ways} "
-                           f"(or train a {config.ways}-way model)")
-    checkpoint.check_shapes(meta["theta"], dict(problem.learner.model.named_parameters()), path, "meta.theta")
-    problem.learner.model.to(device)
-    method = make_method(config, problem.learner)
+    method = method_for(config, meta, state, problem.learner, path, device,
+                        fix=f"evaluate it with --ways {trained_ways} (or train a {config.ways}-way model)")
     steps = method.eval_steps if steps is None else steps
     started = time.perf_counter()
     share = fixed_episodes(problem.tasks[part], seed, episodes, share=(group.rank, group.size))

@@ -41,6 +41,12 @@ class InnerLoop:
     inner_lr: float = 0.4  # alpha; Meta-SGD's learned rates start from it
     lr_shape: str = "element"  # Meta-SGD: "element" (one rate per weight) or "tensor" (one per tensor)
     update_hidden: int = 20  # learned update network width
+    # Learned update: its network reads progress = step / H. H = 0: the steps being run. At test time, H = the
+    # meta-training steps keeps the progress of extra steps at the last value meta-training showed it.
+    progress_steps: int = 0
+    # Learned update: the steps that add the network's correction (0: every step); later ones are plain gradient
+    # steps. At test time, the meta-training steps keep the network to the steps it was trained on.
+    corrected_steps: int = 0
 
     def __post_init__(self):
         if self.rule not in RULES:
@@ -72,11 +78,12 @@ def init_update_net(hidden: int, generator: torch.Generator | None = None) -> Pa
     return {"w1": w1, "b1": torch.zeros(hidden), "w2": torch.zeros(1, hidden), "b2": torch.zeros(1)}
 
 
-def _step(meta: MetaParams, inner: InnerLoop, name: str, param: Tensor, gradient: Tensor, progress: float) -> Tensor:
-    """The new value of one parameter tensor after one inner step."""
+def _step(meta: MetaParams, inner: InnerLoop, name: str, param: Tensor, gradient: Tensor, progress: float,
+          step: int) -> Tensor:
+    """The new value of one parameter tensor after inner step number `step` (from 0)."""
     if inner.rule == "metasgd":
         return update_rules.sgd(param, gradient, meta["learned_lr"][name])
-    if inner.rule == "learned_update":
+    if inner.rule == "learned_update" and not (inner.corrected_steps and step >= inner.corrected_steps):
         return update_rules.learned_update(param, gradient, inner.inner_lr, meta["update_net"], progress)
     return update_rules.sgd(param, gradient, inner.inner_lr)
 
@@ -90,11 +97,13 @@ def adapt_steps(meta: MetaParams, support_x: Tensor, support_y: Tensor, learner:
     def support_loss(params):
         return learner.loss(learner.predict(params, support_x), support_y)
 
+    horizon = inner.progress_steps or steps
     for step in range(steps):
         gradients = grad(support_loss)(phi)
         if first_order or inner.rule == "fomaml":
             gradients = {name: g.detach() for name, g in gradients.items()}
-        phi = {name: _step(meta, inner, name, p, gradients[name], step / steps) for name, p in phi.items()}
+        progress = min(step, horizon - 1) / horizon
+        phi = {name: _step(meta, inner, name, p, gradients[name], progress, step) for name, p in phi.items()}
         yield phi
 
 

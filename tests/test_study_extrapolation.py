@@ -1,0 +1,69 @@
+"""`metalab study extrapolation-omniglot --train tiny`: trains, evaluates and reports the numbers it computed."""
+
+import csv
+import json
+import math
+
+import numpy as np
+import pytest
+
+from metalab.cli.main import main
+from metalab.evaluation.stats import paired_difference
+from metalab.studies.extrapolation_omniglot import distortions
+from metalab.studies.tables import difference_cell, estimate_cell
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.slow
+def test_the_tiny_study_reports_every_number_it_computed(tmp_path, omniglot_dir):
+    out = tmp_path / "study"
+    assert main(["study", "extrapolation-omniglot", "--train", "tiny", "--threads", "1", "--out", str(out),
+                 "--data-dir", str(omniglot_dir)]) == 0
+    results = json.loads((out / "results.json").read_text())
+    report = (out / "report.md").read_text()
+    cells = results["cells"]
+    assert len(cells) == len(distortions("tiny")) == 3
+    rows = [row for cell in cells.values() for row in cell["rows"]]
+    assert {row["method"] for row in rows} == {"maml", "snail", "metanet"}
+    assert all(row["augment"] == 0 for row in rows) and "| no |" in report  # the study trains without --augment
+    for cell in cells.values():
+        maml = next(np.array(cell["scores"][r["checkpoint"]]) for r in cell["rows"] if r["method"] == "maml")
+        for row in cell["rows"]:
+            scores = np.array(cell["scores"][row["checkpoint"]])
+            assert scores.size == 20 and row["mean"] == pytest.approx(scores.mean())
+            assert estimate_cell(row["mean"], row["ci95"], "accuracy") in report
+            if row["method"] != "maml":
+                assert row["diff_mean"] == pytest.approx(paired_difference(scores, maml).mean)
+                assert difference_cell(row["diff_mean"], row["diff_ci95"], "accuracy") in report
+    assert {(row["shear"], row["scale"]) for row in rows} == {(0.0, 1.0), (math.pi / 4, 1.0), (0.0, 1 / 3)}
+    assert len(list(csv.DictReader((out / "results.csv").open()))) == len(rows)
+    for name in ("shear.png", "scale.png", "shear-minus-maml.png", "scale-minus-maml.png"):
+        assert (out / name).read_bytes()[:8] == PNG and f"]({name})" in report
+    # A rerun takes every cell from the cache: the same numbers, nothing evaluated again.
+    before = {p.name: p.stat().st_mtime_ns for p in (out / "cells").iterdir()}
+    assert main(["study", "extrapolation-omniglot", "--train", "tiny", "--threads", "1", "--out", str(out),
+                 "--data-dir", str(omniglot_dir)]) == 0
+    assert {p.name: p.stat().st_mtime_ns for p in (out / "cells").iterdir()} == before
+    assert json.loads((out / "results.json").read_text())["cells"] == cells
+
+
+def test_checkpoints_trained_with_augment_get_their_own_panel(tmp_path):
+    from metalab.studies.extrapolation_report import write_report
+
+    def row(checkpoint, method, augment, shear, scale, mean):
+        return {"checkpoint": checkpoint, "label": f"{method} ({checkpoint})", "method": method, "augment": augment,
+                "trained_steps": 10, "eval_steps": 3, "shear": shear, "scale": scale, "mean": mean, "ci95": 0.01,
+                "n": 100, **({} if method == "maml" else {"diff_mean": mean - 0.9, "diff_ci95": 0.02})}
+
+    results = {}
+    for shear, scale in distortions("tiny"):
+        results[f"{shear}-{scale}"] = {"rows": [row("a", "maml", 0.0, shear, scale, 0.9),
+                                                row("b", "snail", 0.0, shear, scale, 0.8),
+                                                row("c", "maml", 1.0, shear, scale, 0.95)]}
+    report = write_report(results, tmp_path)
+    assert "| maml (c) | `c` | 10 | 3 | yes (1) |" in report and "| maml (a) | `a` | 10 | 3 | no |" in report
+    for name in ("shear.png", "shear-augment.png", "scale.png", "scale-augment.png", "shear-minus-maml.png"):
+        assert (tmp_path / name).read_bytes()[:8] == PNG and f"]({name})" in report
+    assert not (tmp_path / "shear-minus-maml-augment.png").exists()  # nothing but MAML trained with --augment
+    assert "| snail (b) | -10.00 ± 2.00 |" in report
