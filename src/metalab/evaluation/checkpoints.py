@@ -82,7 +82,7 @@ def image_method(path, ways: int, shots: int, queries: int, fix: str, **override
     if config.problem != "omniglot":
         raise MetalabError(f"{path} is a {config.problem} model; these tasks classify Omniglot characters: pass a "
                            "checkpoint trained on Omniglot")
-    config = config.replace(ways=ways, shots=shots, queries=queries)
+    config = config.replace(ways=ways, shots=shots, queries=queries, val_ways=0)
     device = configure_torch(config.threads, config.device)
     meta = {g: {n: p.to(device) for n, p in ps.items()} for g, ps in meta.items()}
     return config, meta, method_for(config, meta, state, image_learner(config), path, device, fix)
