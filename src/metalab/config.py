@@ -114,7 +114,7 @@ class Config:
 
 @dataclass(frozen=True)
 class PretrainConfig:
-    problem: str = "omniglot"  # omniglot | sinusoid | polynomial (cubic, data/polynomial.py)
+    problem: str = "omniglot"  # omniglot | sinusoid
     split: str = "minimal"  # omniglot: minimal | lake | vinyals; its meta-train characters are the classes
     rotations: bool = True  # omniglot: rotated characters (90/180/270) as extra classes, as in meta-training
     hidden: int = 32  # Conv4 channels (32 and no pooling: as the Omniglot presets), or the MLP's width

@@ -8,9 +8,18 @@ from metalab.config import Config
 from metalab.problem import build_problem
 
 
-def width_for_budget(count: Callable[[int], int], budget: int, widths: Iterable[int] = range(1, 1025)) -> int:
-    """The width w among `widths` whose count(w) is nearest `budget` (the smaller w on a tie)."""
-    return min(widths, key=lambda w: (abs(count(w) - budget), w))
+def width_for_budget(count: Callable[[int], int], budget: int, widths: Iterable[int] = range(1, 4097)) -> int:
+    """The width w among ascending `widths` whose count(w) is nearest `budget` (the smaller w on a tie). count
+    must grow with w: the search stops at the first width whose count reaches the budget (so a learner that
+    grows fast is never built far above it)."""
+    best, best_gap = None, None
+    for width in widths:
+        gap = count(width) - budget
+        if best is None or abs(gap) < best_gap:
+            best, best_gap = width, abs(gap)
+        if gap >= 0:
+            break
+    return best
 
 
 def model_parameters(config: Config) -> int:
