@@ -1,10 +1,10 @@
 """Study `extrapolation-sinusoid` (Finn & Levine 2018, section 7.1): the learners of studies/sinusoid_shift.py,
 meta-trained on A in [0.1, 5] and phase in [0, pi], scored at 5 shots on bins of amplitude and phase beyond;
-the report in studies/extrapolation_report.py."""
+the report in studies/sinusoid_shift_report.py."""
 
 from pathlib import Path
 
-from metalab.studies.extrapolation_report import extrapolation_report
+from metalab.studies.sinusoid_shift_report import sinusoid_shift_report
 from metalab.studies.regression_cells import model_names
 from metalab.studies.sinusoid_shift import (
     AMPLITUDE_BINS,
@@ -32,4 +32,4 @@ class ExtrapolationSinusoid:
                 for name, path in model_names(checkpoints, describe).items() for b in bins]
 
     def report(self, results: dict[str, dict], out: Path) -> str:
-        return extrapolation_report(results, Path(out))
+        return sinusoid_shift_report(results, Path(out))

@@ -29,7 +29,7 @@ AXES = {"amplitude": ("amplitude A of the test tasks, y = A sin(x - phase) (bin 
         "phase": ("phase of the test tasks, radians (bin centres; A in [0.1, 5])", math.pi)}
 
 
-def extrapolation_report(results: dict[str, dict], out: Path) -> str:
+def sinusoid_shift_report(results: dict[str, dict], out: Path) -> str:
     rows = [row for result in results.values() for row in result["rows"]]
     models = list(dict.fromkeys(row["model"] for row in rows))
     figures = [_curve(rows, models, axis, out) for axis in AXES if any(r["axis"] == axis for r in rows)]
