@@ -86,7 +86,7 @@ class Depth:
 
     def cells(self, checkpoints: list[Path], settings: StudySettings) -> list[Cell]:
         return [Cell(name, lambda path=path, name=name: regression_cell(path, settings, evaluation_tasks, (STEPS,),
-                                                                        {"model": name}))
+                                                                        {"model": name}), inputs=(path,))
                 for name, path in model_names(checkpoints, describe).items()]
 
     def report(self, results: dict[str, dict], out: Path) -> str:

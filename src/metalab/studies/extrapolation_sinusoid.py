@@ -4,7 +4,6 @@ the report in studies/sinusoid_shift_report.py."""
 
 from pathlib import Path
 
-from metalab.studies.sinusoid_shift_report import sinusoid_shift_report
 from metalab.studies.regression_cells import model_names
 from metalab.studies.sinusoid_shift import (
     AMPLITUDE_BINS,
@@ -16,6 +15,7 @@ from metalab.studies.sinusoid_shift import (
     score,
     training_config,
 )
+from metalab.studies.sinusoid_shift_report import sinusoid_shift_report
 from metalab.studies.study import Cell, StudySettings, train_run
 
 
@@ -28,7 +28,8 @@ class ExtrapolationSinusoid:
 
     def cells(self, checkpoints: list[Path], settings: StudySettings) -> list[Cell]:
         bins = TINY_BINS if settings.budget == "tiny" else [*AMPLITUDE_BINS, *PHASE_BINS, *REGIONS]
-        return [Cell(f"{name}__{b.axis}={b.name}", lambda path=path, name=name, b=b: score(path, name, b, settings))
+        return [Cell(f"{name}__{b.axis}={b.name}", lambda path=path, name=name, b=b: score(path, name, b, settings),
+                     inputs=(path,))
                 for name, path in model_names(checkpoints, describe).items() for b in bins]
 
     def report(self, results: dict[str, dict], out: Path) -> str:
