@@ -47,20 +47,22 @@ def _label(model: str, steps: int) -> str:
 
 
 def _curve(rows: list[dict], models: list[str], axis: str, out: Path) -> str:
-    series = []
+    series, colors = [], {model: f"C{i}" for i, model in enumerate(models)}  # a learner's colour, theirs alike
     for model in models:
         for steps in dict.fromkeys(r["steps"] for r in rows if r["model"] == model):
             points = sorted((r for r in rows if (r["model"], r["axis"], r["steps"]) == (model, axis, steps)),
                             key=lambda r: r["x"])
             gaps = " (gaps: an episode's MSE not finite)" if any(not math.isfinite(r["mean"]) for r in points) else ""
             series.append(Series(_label(model, steps) + gaps, [r["x"] for r in points], [r["mean"] for r in points],
-                                 [r["ci95"] for r in points], "--" if steps == STEPS[1] else "-"))
+                                 [r["ci95"] for r in points], "--" if steps == STEPS[1] else "-", colors[model]))
     region = "amplitude-5-10" if axis == "amplitude" else "phase-pi-2pi"
     span = [5.0, 10.0] if axis == "amplitude" else [math.pi, 2 * math.pi]
     for (method, steps), values in THEIRS.items():  # the authors' region means, drawn across their region
         if region in values:
+            ours = next((m for m in models if m.split("-")[0] == method), None)
             series.append(Series(f"{_label(method, steps)}: theirs, mean over the region", span,
-                                 [values[region]] * 2, [0.0, 0.0], ":"))
+                                 [values[region]] * 2, [0.0, 0.0], ":" if steps != STEPS[1] else "-.",
+                                 colors.get(ours, "grey")))
     name = f"mse_vs_{axis}.png"
     xlabel, boundary = AXES[axis]
     curves_with_bands(series, out / name, xlabel, "MSE (log scale)", f"5-shot MSE against the test tasks' {axis}; "
