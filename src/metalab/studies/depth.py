@@ -57,7 +57,7 @@ def learners() -> dict[str, Config]:
     return {**{f"maml-{d}-layers": maml_config(d) for d in DEPTHS}, **{m: black_box_config(m) for m in BLACK_BOX}}
 
 
-TRAIN_STEPS = {"tiny": 4, "quick": 6000, "full": 30000}  # meta-training steps of every learner
+TRAIN_STEPS = {"tiny": 4, "quick": 4000, "full": 30000}  # meta-training steps of every learner
 
 
 def training_config(config: Config, budget: str, threads: int) -> Config:
