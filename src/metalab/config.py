@@ -97,7 +97,7 @@ class Config:
             raise MetalabError("--method must name a method (methods/registry.py), got an empty string")
         if self.problem != "omniglot" and (self.mirrors or self.augment or self.train_alphabets):
             raise MetalabError("--mirrors, --augment and --train-alphabets act on Omniglot's classes; they do not "
-                               "apply to regression (sinusoids, polynomials)")
+                               "apply to sinusoids or polynomials")
         for name in ("amplitude", "phase"):
             low, high = getattr(self, f"{name}_min"), getattr(self, f"{name}_max")
             if low > high:
