@@ -22,7 +22,8 @@ def classifier(method, embedding="conv4", seed=0):
 
 def regressor(method, seed=0):
     torch.manual_seed(seed)
-    return Learner(blackbox_model(method, (1,), 1, 1, False, embedding="mlp", width=16, sequence_length=6).double(), mse)
+    model = blackbox_model(method, (1,), 1, 1, False, embedding="mlp", hidden=40, width=16, sequence_length=6)
+    return Learner(model.double(), mse)
 
 
 def image_episode(seed=0, tasks=TASKS):

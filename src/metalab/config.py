@@ -21,20 +21,21 @@ DIST_TIMEOUT_S = 300.0
 
 
 # What Config accepts, field by field (the command line's fuzz tests draw their bad values from these too).
-CONFIG_CHOICES = {"problem": ("omniglot", "sinusoid"), "embedding": ("conv4", "pixels"),
+CONFIG_CHOICES = {"problem": ("omniglot", "sinusoid", "polynomial"), "embedding": ("conv4", "pixels"),
                   "lr_schedule": ("cosine", "constant"), "task_batching": TASK_BATCHING,
                   "lr_shape": ("element", "tensor"), "split": ("minimal", "lake", "vinyals")}
 CONFIG_POSITIVE = ("ways", "shots", "queries", "hidden", "width", "layers", "memory_slots", "steps", "meta_batch_size",
                    "val_every", "val_episodes", "checkpoint_every", "log_every", "inner_lr", "meta_lr", "imaml_lambda",
-                   "cg_steps")
-CONFIG_AT_LEAST_ZERO = ("val_ways", "inner_steps", "eval_inner_steps", "first_order_warmup", "threads", "train_alphabets", "seed",
-                        "grad_clip", "augment", "sequence_length")
+                   "cg_steps", "hidden_layers")
+CONFIG_AT_LEAST_ZERO = ("val_ways", "inner_steps", "eval_inner_steps", "first_order_warmup", "threads",
+                        "train_alphabets", "seed", "grad_clip", "augment", "sequence_length", "amplitude_min",
+                        "amplitude_max", "phase_min", "phase_max", "bias_transformation")
 
 
 @dataclass(frozen=True)
 class Config:
     # problem
-    problem: str = "omniglot"  # omniglot | sinusoid
+    problem: str = "omniglot"  # omniglot | sinusoid | polynomial (cubic, data/polynomial.py)
     split: str = "minimal"  # omniglot class split: minimal | lake | vinyals
     ways: int = 5
     val_ways: int = 0  # ways of the meta-validation episodes during training; 0: `ways` (prototypical networks train
@@ -45,8 +46,15 @@ class Config:
     mirrors: bool = False  # mirrored characters (and their rotations) as extra meta-training classes
     augment: float = 0.0  # strength of random affine distortions of meta-training tasks (data/augment.py); 0: none
     train_alphabets: int = 0  # meta-train on the first N of its alphabets (by name) only, a data-scaling study; 0: all
+    # sinusoid tasks A sin(x - phase) of training and validation: A ~ U[amplitude_min, amplitude_max], phase likewise
+    amplitude_min: float = 0.1
+    amplitude_max: float = 5.0
+    phase_min: float = 0.0
+    phase_max: float = math.pi
     # model
     hidden: int = 64  # Conv4 channels, or the MLP's width
+    hidden_layers: int = 2  # the regression MLP's hidden layers (a depth study varies them)
+    bias_transformation: int = 0  # regression MLP: a learned input vector of this size beside x (Finn & Levine 2018)
     pooling: bool = True  # Conv4 with max-pooling; False: the MAML paper's stride-2 convolutions
     # method (methods/registry.py) and its inner loop
     method: str = "maml"  # a name in methods/registry.py: maml, fomaml, imaml, lstm, snail, protonet, ...
@@ -89,7 +97,11 @@ class Config:
             raise MetalabError("--method must name a method (methods/registry.py), got an empty string")
         if self.problem != "omniglot" and (self.mirrors or self.augment or self.train_alphabets):
             raise MetalabError("--mirrors, --augment and --train-alphabets act on Omniglot's classes; they do not "
-                               "apply to sinusoids")
+                               "apply to sinusoids or polynomials")
+        for name in ("amplitude", "phase"):
+            low, high = getattr(self, f"{name}_min"), getattr(self, f"{name}_max")
+            if low > high:
+                raise MetalabError(f"--{name}-min must not exceed --{name}-max, got {low} > {high}")
         if self.augment > 2:
             raise MetalabError(f"--augment must be in [0, 2] (0 disables it), got {self.augment}")
         if self.val_ways and self.problem != "omniglot":

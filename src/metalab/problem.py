@@ -6,6 +6,7 @@ from metalab.config import Config
 from metalab.data.augment import AugmentedTasks
 from metalab.data.classification import ROTATIONS, omniglot_tasks
 from metalab.data.episode import TaskDistribution
+from metalab.data.polynomial import PolynomialTasks
 from metalab.data.sinusoid import SinusoidTasks
 from metalab.data.splits import keep_train_alphabets, load_split_data
 from metalab.errors import MetalabError
@@ -15,8 +16,8 @@ from metalab.models.learners import blackbox_model
 from metalab.models.networks import conv4, mlp
 
 # Evaluation query-set sizes, whatever the training used: 15 per class is the field's standard for Omniglot;
-# 100 points per sinusoid task make each task's MSE a low-noise estimate.
-EVAL_QUERIES = {"omniglot": 15, "sinusoid": 100}
+# 100 points per regression task make each task's MSE a low-noise estimate.
+EVAL_QUERIES = {"omniglot": 15, "sinusoid": 100, "polynomial": 100}
 
 
 @dataclass
@@ -27,8 +28,8 @@ class Problem:
 
 def build_problem(config: Config, data_dir=None, parts=("train", "val", "test")) -> Problem:
     blackbox = registry.entry(config.method).blackbox  # an unknown method fails here, before any data is read
-    if config.problem == "sinusoid":
-        tasks = SinusoidTasks(config.shots, config.queries)
+    if config.problem != "omniglot":
+        tasks = regression_tasks(config)
         return Problem(regression(_network(config, blackbox, x_shape=(1,), outputs=1)), dict.fromkeys(parts, tasks))
     data, split = load_split_data(config.split, data_dir)
     if config.train_alphabets:
@@ -56,6 +57,14 @@ def image_learner(config: Config) -> Learner:
     return classification(_network(config, blackbox, x_shape=(1, 28, 28), outputs=config.ways))
 
 
+def regression_tasks(config: Config) -> SinusoidTasks | PolynomialTasks:
+    """The config's regression tasks (every part alike): sinusoids in its amplitude and phase ranges, or cubics."""
+    if config.problem == "polynomial":
+        return PolynomialTasks(config.shots, config.queries)
+    return SinusoidTasks(config.shots, config.queries, amplitude=(config.amplitude_min, config.amplitude_max),
+                         phase=(config.phase_min, config.phase_max))
+
+
 def support_size(config: Config) -> int:
     """Examples in a task's support set: N * K for classification, K points for regression."""
     return config.ways * config.shots if config.problem == "omniglot" else config.shots
@@ -77,4 +86,4 @@ def _network(config: Config, blackbox: bool, x_shape: tuple, outputs: int):
         # own not (docs/design.md); the loop keeps torch's, faster on a CPU. Same function, same parameters.
         norm = "set_batch" if config.task_batching == "vmap" else "batch"
         return conv4(outputs, hidden=config.hidden, pooling=config.pooling, norm=norm)
-    return mlp(1, config.hidden)
+    return mlp(1, config.hidden, config.hidden_layers, bias_transformation=config.bias_transformation)

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import torch
 
 from metalab.data.episode import Episode
-from metalab.errors import MetalabError
+from metalab.data.regression import check_batch_size, check_settings, uniform
 
 
 @dataclass(frozen=True)
@@ -24,24 +24,14 @@ class SinusoidTasks:
     x_range: tuple[float, float] = (-5.0, 5.0)
 
     def __post_init__(self):
-        if self.shots <= 0 or self.queries <= 0:
-            raise MetalabError(f"shots and queries must be positive, got {self.shots} and {self.queries}")
-        for name in ("amplitude", "phase", "x_range"):
-            low, high = getattr(self, name)
-            if not low <= high:
-                raise MetalabError(f"{name} range must be (low, high) with low <= high, got {(low, high)}")
+        check_settings(self, ("amplitude", "phase", "x_range"))
 
     def sample(self, generator: torch.Generator, batch_size: int) -> Episode:
-        if batch_size <= 0:
-            raise MetalabError(f"batch size must be positive, got {batch_size}")
-        amplitude = _uniform(generator, (batch_size, 1, 1), self.amplitude)
-        phase = _uniform(generator, (batch_size, 1, 1), self.phase)
-        x = _uniform(generator, (batch_size, self.shots + self.queries, 1), self.x_range)
+        check_batch_size(batch_size)
+        amplitude = uniform(generator, (batch_size, 1, 1), self.amplitude)
+        phase = uniform(generator, (batch_size, 1, 1), self.phase)
+        x = uniform(generator, (batch_size, self.shots + self.queries, 1), self.x_range)
         y = amplitude * torch.sin(x - phase)
         k = self.shots
         return Episode(x[:, :k], y[:, :k], x[:, k:], y[:, k:])
 
-
-def _uniform(generator, shape, bounds):
-    low, high = bounds
-    return torch.rand(shape, generator=generator) * (high - low) + low

@@ -58,11 +58,11 @@ class BlackBox(nn.Module):
 
 def embedding(kind: str, x_shape: tuple, hidden: int = 32, pooling: bool = False) -> tuple[nn.Module, int]:
     """The network that embeds one input, and its output size: 'conv4' (Conv4 with per-image group norm),
-    'pixels' (raw, flattened) or 'mlp' (regression inputs)."""
+    'pixels' (raw, flattened) or 'mlp' (regression inputs: two ReLU layers of `hidden` units)."""
     if kind == "conv4":
         return conv4_body(x_shape[0], hidden, pooling, x_shape[-1], norm="group")
     if kind == "pixels":
         return nn.Flatten(), math.prod(x_shape)
     if kind == "mlp":
-        return nn.Sequential(nn.Linear(x_shape[-1], 40), nn.ReLU(), nn.Linear(40, 40), nn.ReLU()), 40
+        return nn.Sequential(nn.Linear(x_shape[-1], hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU()), hidden
     raise ValueError(f"unknown embedding {kind!r}; choose conv4, pixels or mlp")

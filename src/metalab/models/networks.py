@@ -68,13 +68,42 @@ def _norm(kind: str, channels: int) -> nn.Module:
     raise ValueError(f"norm must be 'batch', 'set_batch' or 'group', got {kind!r}")
 
 
-def mlp(in_features: int = 1, hidden: int = 40, layers: int = 2, out_features: int = 1) -> nn.Sequential:
-    """The MAML paper's sinusoid regressor: `layers` hidden ReLU layers of `hidden` units."""
+def mlp(in_features: int = 1, hidden: int = 40, layers: int = 2, out_features: int = 1,
+        bias_transformation: int = 0) -> nn.Sequential:
+    """The MAML paper's sinusoid regressor: `layers` hidden ReLU layers of `hidden` units. With
+    `bias_transformation` = d > 0, a learned vector of d numbers is concatenated to every input first."""
     modules, width = [], in_features
+    if bias_transformation:
+        modules, width = [BiasTransformation(bias_transformation)], in_features + bias_transformation
     for _ in range(layers):
         modules += [nn.Linear(width, hidden), nn.ReLU()]
         width = hidden
     return nn.Sequential(*modules, nn.Linear(width, out_features))
+
+
+def mlp_parameters(in_features: int, hidden: int, layers: int, out_features: int = 1,
+                   bias_transformation: int = 0) -> int:
+    """The number of parameters of mlp(in_features, hidden, layers, out_features, bias_transformation), in
+    closed form: weights and biases of each linear layer, plus the bias-transformation vector."""
+    first = in_features + bias_transformation
+    return (bias_transformation + (first + 1) * hidden + (layers - 1) * (hidden + 1) * hidden
+            + (hidden + 1) * out_features)
+
+
+class BiasTransformation(nn.Module):
+    """Finn & Levine 2018's bias transformation: x [..., n, f] -> [..., n, f + d], each input followed by the
+    same learned vector [d]. The first layer's weights on it act as a bias whose gradient step is separate from
+    the other weights' (their step depends on x, this one does not), which the inner loop adapts too."""
+
+    def __init__(self, size: int):
+        super().__init__()
+        self.vector = nn.Parameter(torch.zeros(size))
+
+    def reset_parameters(self) -> None:
+        nn.init.zeros_(self.vector)
+
+    def forward(self, x):
+        return torch.cat([x, self.vector.expand(*x.shape[:-1], -1)], dim=-1)
 
 
 def reinitialize(model: nn.Module, seed: int) -> None:

@@ -2,7 +2,9 @@
 
 from metalab.errors import MetalabError
 from metalab.studies.alphabet_shift import AlphabetShift
+from metalab.studies.depth import Depth
 from metalab.studies.extrapolation_omniglot import ExtrapolationOmniglot
+from metalab.studies.extrapolation_sinusoid import ExtrapolationSinusoid
 from metalab.studies.more_steps import MoreSteps
 from metalab.studies.study import Study
 
@@ -10,6 +12,8 @@ STUDIES: dict[str, Study] = {
     "alphabet-shift": AlphabetShift(),
     "extrapolation-omniglot": ExtrapolationOmniglot(),
     "more-steps": MoreSteps(),
+    "extrapolation-sinusoid": ExtrapolationSinusoid(),
+    "depth": Depth(),
 }
 
 
