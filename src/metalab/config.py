@@ -105,7 +105,7 @@ class Config:
         if self.augment > 2:
             raise MetalabError(f"--augment must be in [0, 2] (0 disables it), got {self.augment}")
         if self.val_ways and self.problem != "omniglot":
-            raise MetalabError("--val-ways sets the ways of Omniglot's validation episodes; sinusoids have none")
+            raise MetalabError("--val-ways sets the ways of Omniglot's validation episodes; regression tasks have none")
         check_device(self.device)
 
     def replace(self, **changes) -> "Config":
