@@ -12,6 +12,16 @@ from metalab.atomic import atomic_path  # noqa: E402
 from metalab.data.episode import Episode  # noqa: E402
 
 
+def save_png(fig, path) -> Path:
+    """Lay out `fig`, write it to `path` as a PNG whole or not at all, close it; the path."""
+    fig.tight_layout()
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
+    return path
+
+
 def episode_grid(episode: Episode, path: Path, max_queries: int = 10) -> Path:
     """One row per task: its support images, then up to `max_queries` query images, each titled
     with its label. Writes a PNG atomically."""
@@ -30,12 +40,7 @@ def episode_grid(episode: Episode, path: Path, max_queries: int = 10) -> Path:
             ax.set_title(f"{'S' if is_support else 'Q'} {int(y[t, i])}", fontsize=7)
             ax.set_xticks([]), ax.set_yticks([])
     fig.suptitle("support (blue) and query (orange) examples with their labels; one task per row", fontsize=9)
-    fig.tight_layout()
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
-    return path
+    return save_png(fig, path)
 
 
 def learning_curves(metrics_path: Path, path: Path, label: str) -> Path:
@@ -52,11 +57,7 @@ def learning_curves(metrics_path: Path, path: Path, label: str) -> Path:
         axes[2].plot([r["cpu_time"] / 60 for r in val], [r["val"] for r in val], marker="s", label="CPU time")
     axes[2].set(xlabel="training time (minutes)", ylabel=f"meta-val {label}")
     axes[2].legend()
-    fig.tight_layout()
-    with atomic_path(Path(path)) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
-    return Path(path)
+    return save_png(fig, path)
 
 
 def score_against_shots(estimates: dict, shots: list[int], metric: str, path: Path) -> Path:
@@ -72,8 +73,4 @@ def score_against_shots(estimates: dict, shots: list[int], metric: str, path: Pa
     ax.set_xticks(shots, [str(k) for k in shots])
     ax.legend()
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    with atomic_path(Path(path)) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
-    return Path(path)
+    return save_png(fig, path)

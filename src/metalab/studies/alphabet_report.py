@@ -10,8 +10,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from metalab.atomic import atomic_path  # noqa: E402
 from metalab.evaluation.lake import PUBLISHED  # noqa: E402
+from metalab.plots import save_png  # noqa: E402
 from metalab.studies.tables import difference_cell, estimate_cell, markdown_table  # noqa: E402
 
 PART_NAMES = {"val": "meta-validation", "test": "meta-test"}
@@ -110,11 +110,7 @@ def _bars(rows: list[dict], models: list[str], path: Path, ways: int) -> Path:
            title=f"{ways}-way 1-shot accuracy per alphabet (error bars: 95% interval; no bar: n/a)")
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=7, loc="upper center", ncol=min(len(models) + 1, 3))
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
-    return path
+    return save_png(fig, path)
 
 
 def _gap_table(rows: list[dict], models: list[str]) -> str:

@@ -21,7 +21,7 @@ from metalab.errors import MetalabError
 from metalab.problem import EVAL_QUERIES
 from metalab.studies.extrapolation_report import write_report
 from metalab.studies.models import StudyModel, episode_scores, load_study_model, trained_with_augment
-from metalab.studies.study import Cell, StudySettings, train_run
+from metalab.studies.study import Cell, StudySettings, budgeted, train_run
 from metalab.studies.tables import estimate_row, paired_row
 
 PI = math.pi
@@ -55,10 +55,7 @@ class ExtrapolationOmniglot:
         checkpoints = []
         for model, name in MODELS.items():
             config = preset(name).replace(threads=threads, augment=0.0)
-            steps = STEPS[budget].get(model, config.steps)
-            every = max(1, steps // 4)
-            config = config.replace(steps=steps, val_every=every, checkpoint_every=every,
-                                    val_episodes=10 if budget == "tiny" else min(config.val_episodes, 100))
+            config = budgeted(config, STEPS[budget].get(model, config.steps), budget)
             checkpoints.append(train_run(config, Path(out) / model, data_dir))
         return checkpoints
 

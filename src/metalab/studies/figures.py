@@ -9,7 +9,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from metalab.atomic import atomic_path  # noqa: E402
+from metalab.plots import save_png  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -56,9 +56,4 @@ def curves_with_bands(series: list[Series], path: Path, xlabel: str, ylabel: str
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, title="shaded: 95% interval", title_fontsize=8,
               **(dict(loc="upper left", bbox_to_anchor=(1.01, 1.0)) if crowded else {}))
-    fig.tight_layout()
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
-    return path
+    return save_png(fig, path)

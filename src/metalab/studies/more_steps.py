@@ -23,7 +23,7 @@ from metalab.models.networks import reinitialize
 from metalab.studies.models import StudyModel, load_study_model
 from metalab.studies.more_steps_fixes import FIXES
 from metalab.studies.more_steps_report import KEPT_STEPS, write_report
-from metalab.studies.study import Cell, StudySettings, train_run
+from metalab.studies.study import Cell, StudySettings, budgeted, train_run
 from metalab.studies.tables import estimate_row
 
 # What --train trains: (preset, overrides); every model meta-trained with 1 inner step but "maml-5steps".
@@ -49,10 +49,7 @@ class MoreSteps:
         checkpoints = []
         for model, (name, overrides) in MODELS.items():
             config = preset(name).replace(threads=threads, **overrides)
-            steps = STEPS[budget].get(model, config.steps)
-            every = max(1, steps // 4)
-            config = config.replace(steps=steps, val_every=every, checkpoint_every=every,
-                                    val_episodes=10 if budget == "tiny" else min(config.val_episodes, 100))
+            config = budgeted(config, STEPS[budget].get(model, config.steps), budget)
             checkpoints.append(train_run(config, Path(out) / model, data_dir))
         return checkpoints
 

@@ -73,6 +73,13 @@ class Study(Protocol):
         ...
 
 
+def budgeted(config: Config, steps: int, budget: str) -> Config:
+    """`config` trained for `steps`, validated and checkpointed four times on at most 100 episodes (10 on tiny)."""
+    every = max(1, steps // 4)
+    return config.replace(steps=steps, val_every=every, checkpoint_every=every,
+                          val_episodes=10 if budget == "tiny" else min(config.val_episodes, 100))
+
+
 def train_run(config: Config, folder: Path, data_dir=None) -> Path:
     """folder/best.pt of `config` trained by the shared loop: a finished run is reused, a stopped one resumed
     (a run in the folder with other settings is refused by the loop, which says so). Always resuming: a run
