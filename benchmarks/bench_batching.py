@@ -144,6 +144,16 @@ def machine(args) -> dict:
             "cpus": os.cpu_count(), "load_avg_start": os.getloadavg(), "args": vars(args), "results": {}}
 
 
+def write_report(report: dict, args, benchmark: str) -> Path:
+    """Close `report` with the load average and write it to --out, else results/<benchmark>-<device type>.json."""
+    report["load_avg_end"] = os.getloadavg()
+    out = Path(args.out or REPO / "benchmarks" / "results" / f"{benchmark}-{torch.device(args.device).type}.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=1))
+    print(f"\nwrote {out}")
+    return out
+
+
 def meta_step_parser(description: str, threads: int, steps_list: str, tasks: int, queries: int, hidden: int,
                      inner_lr: float) -> argparse.ArgumentParser:
     """The options every meta-step benchmark here shares (its own defaults), and the hidden --child re-entry."""
@@ -205,11 +215,7 @@ def main(argv=None) -> int:
                 continue
             print(f"{name:16} {row['median_s']:9.4f} {row['median_s'] / base:14.2f}x {row['peak_mib']:9.0f} "
                   f"{row['gradient_rel_diff']:14.1e}")
-    report["load_avg_end"] = os.getloadavg()
-    out = Path(args.out or REPO / "benchmarks" / "results" / f"batching-{torch.device(args.device).type}.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=1))
-    print(f"\nwrote {out}")
+    write_report(report, args, "batching")
     return 0
 
 

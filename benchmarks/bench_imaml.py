@@ -22,13 +22,11 @@ Writes benchmarks/results/imaml-<device>.json and prints a table of medians.
 
 import argparse
 import json
-import os
 import statistics
 import sys
-from pathlib import Path
 
 import torch
-from bench_batching import machine, meta_step_parser, run_child, timed_meta_steps  # one way to time a meta-step
+from bench_batching import machine, meta_step_parser, run_child, timed_meta_steps, write_report
 
 from metalab.data.episode import Episode
 from metalab.methods.imaml import ImplicitMAML
@@ -37,7 +35,6 @@ from metalab.methods.optimization import GradientMethod, InnerLoop
 from metalab.models.networks import conv4
 from metalab.runtime import configure_torch
 
-REPO = Path(__file__).resolve().parents[1]
 METHODS = ("maml", "imaml")
 
 
@@ -101,11 +98,7 @@ def main(argv=None) -> int:
             report["results"][f"{method}/{steps}"] = row
             print(f"{method:7} {steps:4d} " + (f"failed: {row['error']}" if "error" in row
                                                 else f"{row['median_s']:9.3f} {row['peak_mib']:9.0f}"), flush=True)
-    report["load_avg_end"] = os.getloadavg()
-    out = Path(args.out or REPO / "benchmarks" / "results" / f"imaml-{torch.device(args.device).type}.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=1))
-    print(f"\nwrote {out}")
+    write_report(report, args, "imaml")
     return 0
 
 
