@@ -61,3 +61,14 @@ def random_image_tasks(ways: int, shots: int, queries: int, size: int, seed: int
     return (torch.rand(tasks, ways * shots, 1, size, size, generator=g, dtype=torch.float64),
             torch.randint(0, ways, (tasks, ways * shots), generator=g),
             torch.rand(tasks, ways * queries, 1, size, size, generator=g, dtype=torch.float64))
+
+
+def run_tiny_study(name: str, out: Path, data_dir: Path | None = None) -> tuple[dict, str]:
+    """`metalab study NAME --train tiny` into `out` (asserting it succeeds): (its results.json cells, report.md)."""
+    import json
+
+    from metalab.cli.main import main
+
+    argv = ["study", name, "--train", "tiny", "--threads", "1", "--out", str(out)]
+    assert main(argv + (["--data-dir", str(data_dir)] if data_dir else [])) == 0
+    return json.loads((out / "results.json").read_text())["cells"], (out / "report.md").read_text()

@@ -3,11 +3,11 @@ against `metalab eval` of the same checkpoints and against Lake's benchmark on a
 
 import csv
 import dataclasses
-import json
 import math
 
 import numpy as np
 import pytest
+from conftest import run_tiny_study
 from lake_runs import write_lake_runs
 
 from metalab.cli.main import main
@@ -40,10 +40,8 @@ def data_with_lake(tmp_path_factory, omniglot_dir):
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory, data_with_lake):
     out = tmp_path_factory.mktemp("study")
-    assert main(["study", "alphabet-shift", "--train", "tiny", "--threads", "1", "--out", str(out),
-                 "--data-dir", str(data_with_lake)]) == 0
-    results = json.loads((out / "results.json").read_text())
-    return {"out": out, "cells": results["cells"], "report": (out / "report.md").read_text(),
+    cells, report = run_tiny_study("alphabet-shift", out, data_with_lake)
+    return {"out": out, "cells": cells, "report": report,
             "maml": out / "train" / "maml" / "best.pt", "average": out / "train" / "average" / "best.pt"}
 
 

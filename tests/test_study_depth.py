@@ -1,12 +1,11 @@
 """Study depth: the learners' parameter counts at the budget, a depth-3 MAML that learns on cubic polynomials,
 and the tiny study, as CI runs it: the report's table and plot exist and hold the numbers computed."""
 
-import json
 
 import numpy as np
 import pytest
+from conftest import run_tiny_study
 
-from metalab.cli.main import main
 from metalab.models.networks import reinitialize
 from metalab.studies.depth import BUDGET, DEPTHS, evaluation_tasks, learners, maml_config
 from metalab.studies.models import episode_scores, load_study_model
@@ -43,9 +42,7 @@ def test_a_depth_3_maml_learns_cubic_regression(tmp_path):
 
 
 def test_the_tiny_study_reports_the_numbers_it_computed(tmp_path):
-    assert main(["study", "depth", "--train", "tiny", "--threads", "1", "--out", str(tmp_path)]) == 0
-    cells = json.loads((tmp_path / "results.json").read_text())["cells"]
-    report = (tmp_path / "report.md").read_text()
+    cells, report = run_tiny_study("depth", tmp_path)
     names = {"maml-1x250", "maml-2x25", "maml-3x18", "maml-4x15", "maml-5x13", "average", "lstm", "snail"}
     assert set(cells) == names
     for name, cell in cells.items():

@@ -6,8 +6,8 @@ import math
 
 import numpy as np
 import pytest
+from conftest import run_tiny_study
 
-from metalab.cli.main import main
 from metalab.evaluation.stats import paired_difference
 from metalab.studies.extrapolation_omniglot import distortions
 from metalab.studies.tables import difference_cell, estimate_cell
@@ -18,11 +18,7 @@ PNG = b"\x89PNG\r\n\x1a\n"
 @pytest.mark.slow
 def test_the_tiny_study_reports_every_number_it_computed(tmp_path, omniglot_dir):
     out = tmp_path / "study"
-    assert main(["study", "extrapolation-omniglot", "--train", "tiny", "--threads", "1", "--out", str(out),
-                 "--data-dir", str(omniglot_dir)]) == 0
-    results = json.loads((out / "results.json").read_text())
-    report = (out / "report.md").read_text()
-    cells = results["cells"]
+    cells, report = run_tiny_study("extrapolation-omniglot", out, omniglot_dir)
     assert len(cells) == len(distortions("tiny")) == 3
     rows = [row for cell in cells.values() for row in cell["rows"]]
     assert {row["method"] for row in rows} == {"maml", "snail", "metanet"}
@@ -42,8 +38,7 @@ def test_the_tiny_study_reports_every_number_it_computed(tmp_path, omniglot_dir)
         assert (out / name).read_bytes()[:8] == PNG and f"]({name})" in report
     # A rerun takes every cell from the cache: the same numbers, nothing evaluated again.
     before = {p.name: p.stat().st_mtime_ns for p in (out / "cells").iterdir()}
-    assert main(["study", "extrapolation-omniglot", "--train", "tiny", "--threads", "1", "--out", str(out),
-                 "--data-dir", str(omniglot_dir)]) == 0
+    run_tiny_study("extrapolation-omniglot", out, omniglot_dir)
     assert {p.name: p.stat().st_mtime_ns for p in (out / "cells").iterdir()} == before
     assert json.loads((out / "results.json").read_text())["cells"] == cells
 

@@ -2,14 +2,13 @@
 the numbers computed, every learner saw the same tasks, and the in-distribution cell agrees with `metalab eval`."""
 
 import csv
-import json
 import math
 
 import numpy as np
 import pytest
 import torch
+from conftest import run_tiny_study
 
-from metalab.cli.main import main
 from metalab.config import Config
 from metalab.data.episode import fixed_episodes
 from metalab.data.sinusoid import SinusoidTasks
@@ -23,8 +22,7 @@ LEARNERS = ("maml-lr0.001", "snail", "metanet", "average")
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
     out = tmp_path_factory.mktemp("extrapolation-sinusoid")
-    assert main(["study", "extrapolation-sinusoid", "--train", "tiny", "--threads", "1", "--out", str(out)]) == 0
-    return out, json.loads((out / "results.json").read_text())["cells"], (out / "report.md").read_text()
+    return (out, *run_tiny_study("extrapolation-sinusoid", out))
 
 
 def test_every_learner_and_bin_is_a_cell_and_the_rows_are_the_scores_means(study):

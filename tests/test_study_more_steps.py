@@ -1,12 +1,11 @@
 """`metalab study more-steps --train tiny`: every curve on `metalab eval`'s episodes, and in the report."""
 
-import json
 
 import numpy as np
 import pytest
 import torch
+from conftest import run_tiny_study
 
-from metalab.cli.main import main
 from metalab.evaluation.checkpoints import evaluate_checkpoint
 from metalab.studies.more_steps import TEST_STEPS
 from metalab.studies.more_steps_fixes import clipped_rates
@@ -16,11 +15,7 @@ from metalab.studies.tables import estimate_cell
 @pytest.mark.slow
 def test_the_tiny_study_matches_metalab_eval_and_reports_every_curve(tmp_path, omniglot_dir):
     out = tmp_path / "study"
-    assert main(["study", "more-steps", "--train", "tiny", "--threads", "1", "--out", str(out),
-                 "--data-dir", str(omniglot_dir)]) == 0
-    results = json.loads((out / "results.json").read_text())
-    report = (out / "report.md").read_text()
-    cells = results["cells"]
+    cells, report = run_tiny_study("more-steps", out, omniglot_dir)
     steps = TEST_STEPS["tiny"]
     assert sorted(cells) == ["m0-maml", "m1-maml", "m2-metasgd", "m2-metasgd-rates-clipped", "m3-learned_update",
                              "m3-learned_update-corrected-as-trained", "m3-learned_update-progress-as-trained",
