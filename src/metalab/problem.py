@@ -27,10 +27,14 @@ class Problem:
 
 
 def build_problem(config: Config, data_dir=None, parts=("train", "val", "test")) -> Problem:
-    blackbox = registry.entry(config.method).blackbox  # an unknown method fails here, before any data is read
+    entry = registry.entry(config.method)  # an unknown method fails here, before any data is read
+    if config.val_ways and config.val_ways != config.ways and not entry.any_ways:
+        raise MetalabError(f"--val-ways {config.val_ways} needs a method that reads the number of ways from each "
+                           f"episode (protonet); {config.method} is built for {config.ways} ways: drop --val-ways")
     if config.problem != "omniglot":
         tasks = regression_tasks(config)
-        return Problem(regression(_network(config, blackbox, x_shape=(1,), outputs=1)), dict.fromkeys(parts, tasks))
+        return Problem(regression(_network(config, entry.blackbox, x_shape=(1,), outputs=1)),
+                       dict.fromkeys(parts, tasks))
     data, split = load_split_data(config.split, data_dir)
     if config.train_alphabets:
         split = keep_train_alphabets(split, data, config.train_alphabets)
@@ -43,11 +47,7 @@ def build_problem(config: Config, data_dir=None, parts=("train", "val", "test"))
                                      mirrors=training and config.mirrors)
         if training and config.augment > 0:
             tasks[part] = AugmentedTasks(tasks[part], config.augment)
-    if config.val_ways and config.val_ways != config.ways and not registry.entry(config.method).any_ways:
-        raise MetalabError(f"--val-ways {config.val_ways} needs a method that reads the number of ways from each "
-                           f"episode (protonet); {config.method} is built for {config.ways} ways: drop --val-ways")
-    network = _network(config, blackbox, x_shape=(1, 28, 28), outputs=config.ways)
-    return Problem(classification(network), tasks)
+    return Problem(image_learner(config), tasks)
 
 
 def image_learner(config: Config) -> Learner:
