@@ -5,14 +5,12 @@ from pathlib import Path
 
 import numpy as np
 
-from metalab import checkpoint
 from metalab.config import Config
 from metalab.data.episode import TaskDistribution, fixed_episodes
-from metalab.evaluation.checkpoints import load_trained
+from metalab.evaluation.checkpoints import load_trained, method_for
 from metalab.evaluation.evaluate import per_episode_scores
 from metalab.methods.learner import Learner
 from metalab.methods.method import MetaParams, Method
-from metalab.methods.registry import make_method
 from metalab.problem import EVAL_QUERIES, build_problem
 from metalab.runtime import configure_torch
 from metalab.studies.study import StudySettings
@@ -38,14 +36,13 @@ class StudyModel:
 def load_study_model(path, settings: StudySettings, part: str = "test", **overrides) -> StudyModel:
     """The checkpoint at `path` with config fields overridden (e.g. inner_lr), ready to score `part` tasks."""
     path = Path(path)
-    config, meta, _ = load_trained(path, device=settings.device, threads=settings.threads, **overrides)
+    config, meta, state = load_trained(path, device=settings.device, threads=settings.threads, **overrides)
     config = config.replace(queries=EVAL_QUERIES[config.problem])
     device = configure_torch(config.threads, config.device)
     problem = build_problem(config, settings.data_dir, parts=(part,))
-    checkpoint.check_shapes(meta["theta"], dict(problem.learner.model.named_parameters()), path, "meta.theta")
-    problem.learner.model.to(device)
+    method = method_for(config, meta, state, problem.learner, path, device, fix="pass a checkpoint of those ways")
     meta = {g: {n: p.to(device) for n, p in ps.items()} for g, ps in meta.items()}
-    return StudyModel(path, config, meta, make_method(config, problem.learner), problem.learner, problem.tasks[part])
+    return StudyModel(path, config, meta, method, problem.learner, problem.tasks[part])
 
 
 def episode_scores(model: StudyModel, tasks: TaskDistribution, settings: StudySettings, steps: int | None = None,
