@@ -1,6 +1,7 @@
 """The `metalab` command: data, train, eval, compare, pretrain, finetune, table, study."""
 
 import argparse
+import os
 import sys
 
 from metalab import __version__
@@ -39,6 +40,12 @@ def main(argv=None) -> int:
         return args.run(args) or 0
     except MetalabError as error:
         print(f"metalab: error: {' '.join(str(error).split())}", file=sys.stderr)  # one line, whatever it quotes
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            # A rank of a failed torchrun run leaves at once: gloo's threads, torn down by the interpreter's exit,
+            # can abort the process (SIGABRT) after an error, which would hide this exit code.
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(2)
         return 2
 
 
