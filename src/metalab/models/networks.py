@@ -55,7 +55,10 @@ class SetBatchNorm(nn.Module):
 
     def forward(self, x):
         var, mean = torch.var_mean(x, dim=(0, 2, 3), correction=0, keepdim=True)
-        return (x - mean) * torch.rsqrt(var + self.eps) * self.weight[:, None, None] + self.bias[:, None, None]
+        # Folded into a per-channel scale and shift, so that the only full-size tensor autograd keeps here is x:
+        # (x - mean) * rsqrt(var + eps) * weight + bias keeps two more, for every layer and task.
+        scale = self.weight[:, None, None] * torch.rsqrt(var + self.eps)  # [1, C, 1, 1]
+        return torch.addcmul(self.bias[:, None, None] - mean * scale, x, scale)
 
 
 def _norm(kind: str, channels: int) -> nn.Module:
