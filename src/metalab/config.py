@@ -29,7 +29,7 @@ CONFIG_POSITIVE = ("ways", "shots", "queries", "hidden", "width", "layers", "mem
                    "cg_steps", "hidden_layers")
 CONFIG_AT_LEAST_ZERO = ("val_ways", "inner_steps", "eval_inner_steps", "first_order_warmup", "threads",
                         "train_alphabets", "seed", "grad_clip", "augment", "sequence_length", "amplitude_min",
-                        "amplitude_max", "phase_min", "phase_max", "bias_transformation")
+                        "amplitude_max", "phase_min", "phase_max", "bias_transformation", "within_alphabet")
 
 
 @dataclass(frozen=True)
@@ -44,6 +44,7 @@ class Config:
     queries: int = 15  # per class (omniglot) or points (sinusoid) in each task's query set
     rotations: bool = True  # rotated characters (90/180/270) as extra meta-training classes
     mirrors: bool = False  # mirrored characters (and their rotations) as extra meta-training classes
+    within_alphabet: float = 0.0  # probability that a meta-training task draws its N classes from one alphabet
     augment: float = 0.0  # strength of random affine distortions of meta-training tasks (data/augment.py); 0: none
     train_alphabets: int = 0  # meta-train on the first N of its alphabets (by name) only, a data-scaling study; 0: all
     # sinusoid tasks A sin(x - phase) of training and validation: A ~ U[amplitude_min, amplitude_max], phase likewise
@@ -95,13 +96,16 @@ class Config:
         _check_numbers(self, positive=CONFIG_POSITIVE, at_least_zero=CONFIG_AT_LEAST_ZERO)
         if not self.method:
             raise MetalabError("--method must name a method (methods/registry.py), got an empty string")
-        if self.problem != "omniglot" and (self.mirrors or self.augment or self.train_alphabets):
-            raise MetalabError("--mirrors, --augment and --train-alphabets act on Omniglot's classes; they do not "
-                               "apply to sinusoids or polynomials")
+        if self.problem != "omniglot" and (self.mirrors or self.augment or self.train_alphabets or
+                                           self.within_alphabet):
+            raise MetalabError("--mirrors, --augment, --train-alphabets and --within-alphabet act on Omniglot's "
+                               "classes; they do not apply to sinusoids or polynomials")
         for name in ("amplitude", "phase"):
             low, high = getattr(self, f"{name}_min"), getattr(self, f"{name}_max")
             if low > high:
                 raise MetalabError(f"--{name}-min must not exceed --{name}-max, got {low} > {high}")
+        if self.within_alphabet > 1:
+            raise MetalabError(f"--within-alphabet is a probability and must be in [0, 1], got {self.within_alphabet}")
         if self.augment > 2:
             raise MetalabError(f"--augment must be in [0, 2] (0 disables it), got {self.augment}")
         if self.val_ways and self.problem != "omniglot":

@@ -26,7 +26,10 @@ class Problem:
     tasks: dict[str, TaskDistribution]  # "train", "val", "test"
 
 
-def build_problem(config: Config, data_dir=None, parts=("train", "val", "test")) -> Problem:
+def build_problem(config: Config, data_dir=None, parts=("train", "val", "test"),
+                  held_out_within_alphabet: float = 0.0) -> Problem:
+    """The config's problem; meta-training tasks are within-alphabet with probability config.within_alphabet,
+    meta-validation and meta-test ones with probability `held_out_within_alphabet` (evaluation's choice)."""
     entry = registry.entry(config.method)  # an unknown method fails here, before any data is read
     if config.val_ways and config.val_ways != config.ways and not entry.any_ways:
         raise MetalabError(f"--val-ways {config.val_ways} needs a method that reads the number of ways from each "
@@ -43,8 +46,9 @@ def build_problem(config: Config, data_dir=None, parts=("train", "val", "test"))
         training = part == "train"
         rotations = ROTATIONS if (training and config.rotations) else (0,)
         ways = config.val_ways if part == "val" and config.val_ways else config.ways
+        within = config.within_alphabet if training else held_out_within_alphabet
         tasks[part] = omniglot_tasks(data, split, part, ways, config.shots, config.queries, rotations,
-                                     mirrors=training and config.mirrors)
+                                     mirrors=training and config.mirrors, within_alphabet=within)
         if training and config.augment > 0:
             tasks[part] = AugmentedTasks(tasks[part], config.augment)
     return Problem(image_learner(config), tasks)

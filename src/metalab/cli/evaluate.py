@@ -19,6 +19,8 @@ def add_commands(commands) -> None:
     ev.add_argument("--episodes", type=int, help="default 1000")
     ev.add_argument("--seed", type=int, default=0, help="fixes the episodes: same seed, same episodes for every method")
     ev.add_argument("--part", choices=("test", "val"), help="default test")
+    ev.add_argument("--within-alphabet", type=float, metavar="P", help="probability that an episode's classes all "
+                    "come from one alphabet (1: Lake's within-alphabet episodes; default 0: mixed)")
     ev.add_argument("--benchmark", choices=("lake",), help="lake: Lake's 20 runs of 20-way within-alphabet one-shot "
                     "classification (all_runs.zip in the data folder, fetched when missing): error %% per run")
     ev.add_argument("--no-download", action="store_true", help="with --benchmark: fail if all_runs.zip is missing")
@@ -47,7 +49,7 @@ def run_eval(args) -> None:
 
     check_numbers({name: getattr(args, name) for name in ("episodes", "queries", "ways", "shots", "inner_lr")
                    if getattr(args, name) is not None}, positive=True)
-    check_numbers({name: getattr(args, name) for name in ("steps", "seed", "threads")
+    check_numbers({name: getattr(args, name) for name in ("steps", "seed", "threads", "within_alphabet")
                    if getattr(args, name) is not None}, positive=False)
     for flag, path in (("--save-scores", args.save_scores), ("--json", args.json)):
         if path:
@@ -60,7 +62,8 @@ def run_eval(args) -> None:
                                       steps=args.steps, inner_lr=args.inner_lr, episodes=args.episodes or 1000,
                                       seed=args.seed, part=args.part or "test", data_dir=args.data_dir,
                                       save_scores=args.save_scores, device=args.device, threads=args.threads,
-                                      curvature=args.curvature, group=group)
+                                      curvature=args.curvature, group=group,
+                                      within_alphabet=args.within_alphabet or 0.0)
     if group.is_main:
         _write_json(args.json, results)
 
@@ -82,7 +85,7 @@ def run_benchmark(args) -> None:
                            "(fetch them first with `metalab data fetch`)")
     drawn = [flag for flag, value in (("--ways", args.ways), ("--shots", args.shots), ("--queries", args.queries),
                                       ("--episodes", args.episodes), ("--part", args.part),
-                                      ("--save-scores", args.save_scores), ("--curvature", args.curvature or None))
+                                      ("--within-alphabet", args.within_alphabet), ("--save-scores", args.save_scores), ("--curvature", args.curvature or None))
              if value is not None]
     if drawn:
         raise MetalabError(f"--benchmark {args.benchmark} is its own 20 fixed 20-way 1-shot runs: drop "

@@ -90,17 +90,20 @@ def image_method(path, ways: int, shots: int, queries: int, fix: str, **override
 
 def evaluate_checkpoint(path, ways=None, shots=None, queries=None, steps=None, inner_lr=None, episodes=1000,
                         seed=0, part="test", data_dir=None, save_scores=None, device=None, threads=None,
-                        curvature=False, group: Group = Group()) -> dict:
+                        curvature=False, group: Group = Group(), within_alphabet: float = 0.0) -> dict:
     """Scores of a checkpoint on fixed held-out episodes; with several processes (distributed.group.join) each
     scores its share of the episodes and every rank gets them all, in episode order. Rank 0 prints and saves,
-    and alone measures --curvature."""
+    and alone measures --curvature. within_alphabet: probability that an episode's classes share one alphabet."""
     # val_ways=0: evaluation's episodes, of either part, have the ways asked for or trained with
     config, meta, state = load_trained(path, ways=ways, shots=shots, inner_lr=inner_lr, device=device,
                                        threads=threads, val_ways=0)
     config = config.replace(queries=queries or EVAL_QUERIES[config.problem])
     device = group.place(configure_torch(config.threads, config.device))
     meta = {g: {n: p.to(device) for n, p in ps.items()} for g, ps in meta.items()}
-    problem = build_problem(config, data_dir, parts=(part,))
+    if within_alphabet and config.problem != "omniglot":
+        raise MetalabError(f"--within-alphabet draws Omniglot classes from one alphabet; {path} is a {config.problem} "
+                           "model: drop --within-alphabet")
+    problem = build_problem(config, data_dir, parts=(part,), held_out_within_alphabet=within_alphabet)
     trained_ways = state["config"].get("ways", Config.ways)
     method = method_for(config, meta, state, problem.learner, path, device,
                         fix=f"evaluate it with --ways {trained_ways} (or train a {config.ways}-way model)")
@@ -110,11 +113,13 @@ def evaluate_checkpoint(path, ways=None, shots=None, queries=None, steps=None, i
     scores = gathered_scores(meta, method, share, steps, group)
     task = (f"{config.ways}-way {config.shots}-shot {config.queries}-query" if config.problem == "omniglot"
             else f"{config.shots}-shot {config.problem}")
+    if within_alphabet:
+        task += f", within-alphabet with probability {within_alphabet:g}"
     if group.is_main:
         print(f"{path}: {config.method}, {task}, {episodes} {part} episodes (seed {seed}), "
               f"{time.perf_counter() - started:.0f} s")
     results = {"checkpoint": str(path), "config": dataclasses.asdict(config), "part": part, "episodes": episodes,
-               "seed": seed, "metric": problem.learner.metric.name,
+               "seed": seed, "within_alphabet": within_alphabet, "metric": problem.learner.metric.name,
                "after_steps": report(scores, list(range(len(scores))), problem.learner.metric, method.step_name,
                                      show=group.is_main)}
     if curvature and group.is_main:
