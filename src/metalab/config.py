@@ -26,10 +26,11 @@ CONFIG_CHOICES = {"problem": ("omniglot", "sinusoid", "polynomial"), "embedding"
                   "lr_shape": ("element", "tensor"), "split": ("minimal", "lake", "vinyals")}
 CONFIG_POSITIVE = ("ways", "shots", "queries", "hidden", "width", "layers", "memory_slots", "steps", "meta_batch_size",
                    "val_every", "val_episodes", "checkpoint_every", "log_every", "inner_lr", "meta_lr", "imaml_lambda",
-                   "cg_steps", "hidden_layers")
+                   "cg_steps", "hidden_layers", "elastic_sigma")
 CONFIG_AT_LEAST_ZERO = ("val_ways", "inner_steps", "eval_inner_steps", "first_order_warmup", "threads",
                         "train_alphabets", "seed", "grad_clip", "augment", "sequence_length", "amplitude_min",
-                        "amplitude_max", "phase_min", "phase_max", "bias_transformation", "within_alphabet")
+                        "amplitude_max", "phase_min", "phase_max", "bias_transformation", "within_alphabet",
+                        "elastic_alpha")
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,8 @@ class Config:
     mirrors: bool = False  # mirrored characters (and their rotations) as extra meta-training classes
     within_alphabet: float = 0.0  # probability that a meta-training task draws its N classes from one alphabet
     augment: float = 0.0  # strength of random affine distortions of meta-training tasks (data/augment.py); 0: none
+    elastic_alpha: float = 0.0  # elastic distortions of meta-training images (data/elastic.py): scale, pixels; 0: none
+    elastic_sigma: float = 4.0  # their smoothing, pixels of the 28x28 image (Simard et al.'s MNIST values: 34 and 4)
     train_alphabets: int = 0  # meta-train on the first N of its alphabets (by name) only, a data-scaling study; 0: all
     # sinusoid tasks A sin(x - phase) of training and validation: A ~ U[amplitude_min, amplitude_max], phase likewise
     amplitude_min: float = 0.1
@@ -97,9 +100,9 @@ class Config:
         if not self.method:
             raise MetalabError("--method must name a method (methods/registry.py), got an empty string")
         if self.problem != "omniglot" and (self.mirrors or self.augment or self.train_alphabets or
-                                           self.within_alphabet):
-            raise MetalabError("--mirrors, --augment, --train-alphabets and --within-alphabet act on Omniglot's "
-                               "classes; they do not apply to sinusoids or polynomials")
+                                           self.within_alphabet or self.elastic_alpha):
+            raise MetalabError("--mirrors, --augment, --elastic-alpha, --train-alphabets and --within-alphabet act "
+                               "on Omniglot's classes; they do not apply to sinusoids or polynomials")
         for name in ("amplitude", "phase"):
             low, high = getattr(self, f"{name}_min"), getattr(self, f"{name}_max")
             if low > high:

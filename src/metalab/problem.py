@@ -49,8 +49,9 @@ def build_problem(config: Config, data_dir=None, parts=("train", "val", "test"),
         within = config.within_alphabet if training else held_out_within_alphabet
         tasks[part] = omniglot_tasks(data, split, part, ways, config.shots, config.queries, rotations,
                                      mirrors=training and config.mirrors, within_alphabet=within)
-        if training and config.augment > 0:
-            tasks[part] = AugmentedTasks(tasks[part], config.augment)
+        if training and (config.augment > 0 or config.elastic_alpha > 0):
+            elastic = (config.elastic_alpha, config.elastic_sigma) if config.elastic_alpha > 0 else None
+            tasks[part] = AugmentedTasks(tasks[part], config.augment, elastic)
     return Problem(image_learner(config), tasks)
 
 

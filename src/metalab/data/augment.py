@@ -9,7 +9,12 @@ task generator so that (seed, step) still fixes every episode:
 - per image (a new drawing): a small rotation and translation of each example on its own.
 
 `strength` scales both ranges (1.0: classes up to +-15 degrees, shear 0.3, scale x0.8..1.25 per axis;
-images up to +-5 degrees and +-2 pixels at 28x28). Only meta-training tasks are distorted.
+images up to +-5 degrees and +-2 pixels at 28x28); 0 turns the affine distortions off.
+
+`elastic` = (alpha, sigma) adds Simard et al.'s elastic distortion (data/elastic.py) after the affine ones,
+a field of its own for every image (per drawing, not per class): an elastic field bends strokes as one
+hand's drawings of a character differ from one another, a new drawing of the same character; new classes
+are the per-class affine's and the rotations' job. Only meta-training tasks are distorted.
 """
 
 import math
@@ -17,6 +22,7 @@ import math
 import torch
 import torch.nn.functional as F
 
+from metalab.data.elastic import check_elastic, elastic_distort
 from metalab.data.episode import Episode, TaskDistribution
 from metalab.errors import MetalabError
 
@@ -30,10 +36,13 @@ IMAGE_SHIFT = 2 / 14  # 2 pixels of a 28-pixel image, in affine_grid's [-1, 1] c
 class AugmentedTasks:
     """Classification tasks of `tasks`, each class and each image randomly distorted."""
 
-    def __init__(self, tasks: TaskDistribution, strength: float):
-        if not 0 < strength <= 2:
-            raise MetalabError(f"augmentation strength must be in (0, 2], got {strength}")
-        self.tasks, self.strength = tasks, strength
+    def __init__(self, tasks: TaskDistribution, strength: float, elastic: tuple[float, float] | None = None):
+        if not (0 < strength <= 2 or (strength == 0 and elastic is not None)):
+            raise MetalabError(f"augmentation strength must be in (0, 2] (or 0 beside elastic distortions), "
+                               f"got {strength}")
+        if elastic is not None:
+            check_elastic(*elastic)
+        self.tasks, self.strength, self.elastic = tasks, strength, elastic
 
     def __getattr__(self, name):  # ways, shots, queries, num_classes of the wrapped tasks
         if name == "tasks":  # not set yet (e.g. during copying): no recursion
@@ -42,6 +51,15 @@ class AugmentedTasks:
 
     def sample(self, generator: torch.Generator, batch_size: int) -> Episode:
         episode = self.tasks.sample(generator, batch_size)
+        if self.strength > 0:
+            episode = self._affine(episode, generator, batch_size)
+        if self.elastic is not None:
+            support_x, query_x = (elastic_distort(x, generator, *self.elastic) for x in (episode.support_x,
+                                                                                           episode.query_x))
+            episode = Episode(support_x, episode.support_y, query_x, episode.query_y)
+        return episode
+
+    def _affine(self, episode: Episode, generator: torch.Generator, batch_size: int) -> Episode:
         ways = int(max(episode.support_y.max(), episode.query_y.max())) + 1
         class_matrix = _class_transforms(generator, batch_size, ways, self.strength)  # [B, N, 2, 2]
         return Episode(self._distort(episode.support_x, episode.support_y, class_matrix, generator), episode.support_y,
