@@ -1,6 +1,8 @@
-"""`metalab data fetch|info|show`: get the archives, list the splits, picture sampled episodes."""
+"""`metalab data fetch|info|show|render-check`: get the archives, list the splits, picture sampled episodes, check
+the drawings rendered from strokes against the PNGs."""
 
 import argparse
+from pathlib import Path
 
 from metalab.data import download, paths
 from metalab.data.splits import ARCHIVES_OF_SPLIT, PARTS, describe, load_split_data
@@ -31,6 +33,13 @@ def add_commands(commands) -> None:
     show.add_argument("--out", default="outputs/episodes.png")
     show.set_defaults(run=run_show)
 
+    check = sub.add_parser("render-check", parents=[common], help="IoU of drawings rendered from their strokes "
+                           "against the archive's PNGs (minimal split)")
+    check.add_argument("--part", default="train", choices=PARTS)
+    check.add_argument("--pen-width", type=float, help="pixels of the 105x105 drawing (default: data/render.py's)")
+    check.add_argument("--json", help="write the results as JSON")
+    check.set_defaults(run=run_render_check)
+
 
 def run_fetch(args) -> None:
     names = list(download.ARCHIVES) if args.all else list(ARCHIVES_OF_SPLIT[args.split])
@@ -53,3 +62,23 @@ def run_show(args) -> None:
     tasks = omniglot_tasks(data, split, args.part, args.ways, args.shots, args.queries)
     episode = tasks.sample(generator_for(args.seed, 0), args.tasks)
     print(f"wrote {episode_grid(episode, args.out)}")
+
+
+def run_render_check(args) -> None:
+    import json
+
+    from metalab.atomic import atomic_path
+    from metalab.data.render import PEN_WIDTH
+    from metalab.data.render_check import render_iou
+    from metalab.errors import MetalabError
+
+    pen_width = PEN_WIDTH if args.pen_width is None else args.pen_width
+    if not pen_width > 0:
+        raise MetalabError(f"--pen-width must be a positive number of pixels, got {pen_width}")
+    data, split = load_split_data(args.split, args.data_dir, not args.no_download)
+    results = render_iou(data, split, args.part, args.data_dir, not args.no_download, pen_width)
+    print(f"{results['drawings']} drawings of the {args.split} split's {args.part} part, pen width {pen_width:g}: "
+          f"mean IoU {results['mean_iou_105']:.4f} at 105x105, {results['mean_iou_28']:.4f} at 28x28")
+    if args.json:
+        with atomic_path(Path(args.json)) as tmp:
+            tmp.write_text(json.dumps(results, indent=2))

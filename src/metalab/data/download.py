@@ -16,71 +16,22 @@ import urllib.error
 import urllib.request
 import zipfile
 import zlib
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
 import filelock
 from tqdm import tqdm
 
+from metalab.data.archives import ARCHIVES, BASE_URL, URL_ENV, ArchiveSpec, base_url
 from metalab.errors import MetalabError
 
 __all__ = ["ArchiveSpec", "ARCHIVES", "BASE_URL", "URL_ENV", "base_url", "file_digests",
            "download_archive", "ensure_archives"]
 
-BASE_URL = "https://raw.githubusercontent.com/brendenlake/omniglot/master/python"
-URL_ENV = "METALAB_OMNIGLOT_URL"  # replaces BASE_URL: a mirror with the same layout (and the tests)
 TIMEOUT_S = 30.0  # per socket operation (connect, each read), so a stalled server cannot hang us
 MAX_ATTEMPTS = 4  # the first request plus 3 retries
 BACKOFF_S = 0.5  # wait before retry k is BACKOFF_S * 2**(k-1): 0.5 s, 1 s, 2 s
 _CHUNK = 1 << 16
-
-
-def base_url() -> str:
-    """The folder URL the archives are fetched from: $METALAB_OMNIGLOT_URL, else the official one."""
-    return (os.environ.get(URL_ENV) or BASE_URL).rstrip("/")
-
-
-@dataclass(frozen=True)
-class ArchiveSpec:
-    """One archive: its name, its path below the base URL, and its published checksums.
-
-    A checksum of None means none is published for that file. It is stored locally as `<name>.zip`.
-    """
-
-    name: str
-    path: str
-    md5: str | None
-    sha256: str | None
-
-    @property
-    def filename(self) -> str:
-        return f"{self.name}.zip"
-
-    @property
-    def url(self) -> str:
-        # Built on each use, so that $METALAB_OMNIGLOT_URL set after import still takes effect.
-        return f"{base_url()}/{self.path}"
-
-
-ARCHIVES: dict[str, ArchiveSpec] = {spec.name: spec for spec in (
-    # Full background (30 alphabets) and evaluation (20 alphabets) sets. We hold no copy of these, so
-    # only the md5 that torchvision publishes (pytorch/vision, torchvision/datasets/omniglot.py,
-    # Omniglot.zips_md5) is verified; no sha256 is pinned.
-    ArchiveSpec("images_background", "images_background.zip", "68d2efa1b9178cc56df9314c21c6e718", None),
-    ArchiveSpec("images_evaluation", "images_evaluation.zip", "6b91aef0f799c5bb55b94e3f2daec811", None),
-    # The two minimal background sets (5 alphabets each): both digests checked against our own copies.
-    ArchiveSpec("images_background_small1", "images_background_small1.zip",
-                "e704a628b5459e08445c13499850abc4",
-                "f38eb80f801274ac2b4dff5b24289016bfaba4a7d5bb50deebf27104ad6cb8a4"),
-    ArchiveSpec("images_background_small2", "images_background_small2.zip",
-                "b75a71a51d3b13f821f212756fe481fd",
-                "3ccaa407515a8778e5d0861875af38b17e418f301ad5bb3b5a6b65d901a41c7f"),
-    # Lake et al.'s 20 runs of 20-way one-shot classification. Only a published md5 is verified (from
-    # jonhare/DifferentiableSketching, dsketch/experiments/classifiers/evaluate_one_shot.py; another
-    # public loader publishes the same value); no sha256 is pinned.
-    ArchiveSpec("all_runs", "one-shot-classification/all_runs.zip", "e8996daecdf12afeeb4a53a179f06b19", None),
-)}
 
 
 class _Unreachable(Exception):
