@@ -35,6 +35,9 @@ def build_problem(config: Config, data_dir=None, parts=("train", "val", "test"),
         raise MetalabError(f"--val-ways {config.val_ways} needs a method that reads the number of ways from each "
                            f"episode (protonet); {config.method} is built for {config.ways} ways: drop --val-ways")
     if config.problem != "omniglot":
+        if held_out_within_alphabet:
+            raise MetalabError(f"--within-alphabet draws Omniglot classes from one alphabet; a {config.problem} model "
+                               "has no classes: drop --within-alphabet")
         tasks = regression_tasks(config)
         return Problem(regression(_network(config, entry.blackbox, x_shape=(1,), outputs=1)),
                        dict.fromkeys(parts, tasks))

@@ -85,7 +85,8 @@ def run_benchmark(args) -> None:
                            "(fetch them first with `metalab data fetch`)")
     drawn = [flag for flag, value in (("--ways", args.ways), ("--shots", args.shots), ("--queries", args.queries),
                                       ("--episodes", args.episodes), ("--part", args.part),
-                                      ("--within-alphabet", args.within_alphabet), ("--save-scores", args.save_scores), ("--curvature", args.curvature or None))
+                                      ("--within-alphabet", args.within_alphabet), ("--save-scores", args.save_scores),
+                                      ("--curvature", args.curvature or None))
              if value is not None]
     if drawn:
         raise MetalabError(f"--benchmark {args.benchmark} is its own 20 fixed 20-way 1-shot runs: drop "

@@ -5,7 +5,7 @@ sampling rate), and a pixel is ink when its centre lies within pen_width / 2 of 
 stroke of a single sample is a dot). Coordinates: the strokes' x is the drawing's column and their y its row
 counted upward (row = -y), both as pixel indices: x = 19 is the centre of column 19, which covers [19, 20) of
 the continuous drawing, hence STROKE_OFFSET = (0.5, 0.5). The flip, the offset and PEN_WIDTH are the best
-match with the archive's PNGs of meta-training drawings (mean IoU, benchmarks/strokes_iou.py), among offsets
+match with the archive's PNGs of meta-training drawings (mean IoU, `metalab data render-check`), among offsets
 of -0.5, 0, 0.5 per axis and widths of 2 to 7 pixels; the unflipped y matched far worse.
 
 render_drawing gives the 105x105 drawing as Omniglot's PNGs hold it (1-bit, ink dark); small_drawing

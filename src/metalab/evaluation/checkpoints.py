@@ -100,9 +100,6 @@ def evaluate_checkpoint(path, ways=None, shots=None, queries=None, steps=None, i
     config = config.replace(queries=queries or EVAL_QUERIES[config.problem])
     device = group.place(configure_torch(config.threads, config.device))
     meta = {g: {n: p.to(device) for n, p in ps.items()} for g, ps in meta.items()}
-    if within_alphabet and config.problem != "omniglot":
-        raise MetalabError(f"--within-alphabet draws Omniglot classes from one alphabet; {path} is a {config.problem} "
-                           "model: drop --within-alphabet")
     problem = build_problem(config, data_dir, parts=(part,), held_out_within_alphabet=within_alphabet)
     trained_ways = state["config"].get("ways", Config.ways)
     method = method_for(config, meta, state, problem.learner, path, device,
