@@ -4,6 +4,7 @@ against `metalab eval` of the same checkpoints and against Lake's benchmark on a
 import csv
 import dataclasses
 import math
+import os
 
 import numpy as np
 import pytest
@@ -163,3 +164,23 @@ def test_adding_a_checkpoint_computes_only_its_cells(tiny, data_with_lake, tmp_p
     average = [name for name in stamps if name.endswith("average-.json")]
     assert average and all(again[name] == stamps[name] for name in average)  # the average learner's: cached
     assert any(name.endswith("maml-.json") for name in set(again) - set(stamps))
+
+
+def test_a_replaced_lake_archive_computes_the_lake_cells_again(tiny, data_with_lake, tmp_path):
+    folder = tmp_path / "data"
+    folder.mkdir()
+    for archive in data_with_lake.iterdir():
+        (folder / archive.name).symlink_to(archive.resolve())
+    (folder / "all_runs.zip").unlink()
+    (folder / "all_runs.zip").write_bytes((data_with_lake / "all_runs.zip").read_bytes())
+    out = tmp_path / "study"
+    command = ["study", "alphabet-shift", "--episodes", "2", "--threads", "1", "--out", str(out),
+               "--data-dir", str(folder), "--checkpoints", str(tiny["average"])]
+    assert main(command) == 0
+    stamps = {p.name: p.stat().st_mtime_ns for p in (out / "cells").iterdir()}
+    stat = (folder / "all_runs.zip").stat()
+    os.utime(folder / "all_runs.zip", ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # as a fresh download
+    assert main(command) == 0
+    again = {p.name: p.stat().st_mtime_ns for p in (out / "cells").iterdir()}
+    changed = {name for name in stamps if again[name] != stamps[name]}
+    assert changed and changed == {name for name in stamps if name.startswith("lake__")}

@@ -145,7 +145,8 @@ class AlphabetShift:
             return {"rows": [{**row, "run": name, "error_percent": float(e)} for name, e in zip(runs().names, errors)],
                     "lake_mean_error": float(np.mean(errors)), "steps": method.eval_steps}
 
-        return [Cell(f"lake__{_safe(labels[i])}", functools.partial(compute, i), inputs=(checkpoints[i],))
+        # The archive is an input too: a replaced all_runs.zip (other size or time) recomputes the cell.
+        return [Cell(f"lake__{_safe(labels[i])}", functools.partial(compute, i), inputs=(checkpoints[i], path))
                 for i in range(len(checkpoints))]
 
     def report(self, results: dict[str, dict], out: Path) -> str:
