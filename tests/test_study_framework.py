@@ -88,6 +88,27 @@ def test_the_report_files_hold_the_computed_numbers(tmp_path):
     assert "30 meta-test episodes (seed 3)" in text
 
 
+class DivergedStudy(CountingStudy):
+    """One cell whose mean diverged: its scores hold an infinity."""
+
+    def cells(self, checkpoints, settings):
+        return [Cell("diverged", lambda: {"rows": [{"x": 1, "mean": float("inf")}], "scores": [1.0, float("nan")]})]
+
+    def report(self, results, out):
+        assert results["diverged"]["rows"][0]["mean"] == float("inf")  # the report still sees the infinity
+        return "diverged"
+
+
+def test_results_json_is_standard_json_with_a_diverged_mean_written_null(tmp_path):
+    def refuse(constant):
+        raise ValueError(f"{constant} is not JSON")
+
+    for run in range(2):  # computed, then read back from the cell cache
+        run_study(DivergedStudy(), [], tmp_path, SETTINGS)
+        results = json.loads((tmp_path / "results.json").read_text(), parse_constant=refuse)
+        assert results["cells"]["diverged"] == {"rows": [{"x": 1, "mean": None}], "scores": [1.0, None]}
+
+
 def test_a_damaged_cached_cell_is_computed_again(tmp_path):
     run_study(CountingStudy(), [], tmp_path, SETTINGS)
     (tmp_path / "cells" / "x=2.json").write_text('{"key": "x=2", "fingerp')

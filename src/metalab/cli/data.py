@@ -65,12 +65,12 @@ def run_show(args) -> None:
 
 
 def run_render_check(args) -> None:
-    import json
 
     from metalab.atomic import atomic_path
     from metalab.data.render import PEN_WIDTH
     from metalab.data.render_check import render_iou
     from metalab.errors import MetalabError
+    from metalab.json_text import json_text
 
     pen_width = PEN_WIDTH if args.pen_width is None else args.pen_width
     if not pen_width > 0:
@@ -81,4 +81,4 @@ def run_render_check(args) -> None:
           f"mean IoU {results['mean_iou_105']:.4f} at 105x105, {results['mean_iou_28']:.4f} at 28x28")
     if args.json:
         with atomic_path(Path(args.json)) as tmp:
-            tmp.write_text(json.dumps(results, indent=2))
+            tmp.write_text(json_text(results, indent=2))

@@ -1,6 +1,5 @@
 """`metalab eval CHECKPOINT` and `metalab compare A.npy B.npy`: held-out scores and paired differences."""
 
-import json
 import os
 from pathlib import Path
 
@@ -70,10 +69,11 @@ def run_eval(args) -> None:
 
 def _write_json(path, results: dict) -> None:
     from metalab.atomic import atomic_path
+    from metalab.json_text import json_text
 
     if path:
         with atomic_path(Path(path)) as tmp:
-            tmp.write_text(json.dumps(results, indent=2))
+            tmp.write_text(json_text(results, indent=2))
 
 
 def run_benchmark(args) -> None:

@@ -22,6 +22,7 @@ from tqdm import tqdm
 from metalab.atomic import atomic_path, remove_stale_temporaries, writable_folder
 from metalab.config import Config
 from metalab.errors import MetalabError
+from metalab.json_text import json_text
 
 BUDGETS = ("tiny", "quick", "full")  # tiny: CI, seconds; quick: under 30 minutes on 2 cores; full: the report
 EPISODES = {"tiny": 20, "quick": 200, "full": 1000}  # default meta-test episodes of each budget
@@ -97,7 +98,7 @@ def train_run(config: Config, folder: Path, data_dir=None) -> Path:
 
 def run_study(study: Study, checkpoints: list[Path], out: Path, settings: StudySettings) -> Path:
     """Compute every cell of `study` not already cached in out/cells/, then write report.md, results.json and
-    results.csv into `out`; the report's path. results.json is Python's JSON: a diverged mean is written Infinity.
+    results.csv into `out`; the report's path. results.json is standard JSON: a diverged mean is written null.
     One process at a time writes into `out` (a second is refused, naming the folder)."""
     from metalab.training.run_folder import claimed
 
@@ -124,9 +125,9 @@ def _run_study(study: Study, checkpoints: list[Path], out: Path, settings: Study
             bar.update()
     body = study.report(results, out)
     _write_text(out / "report.md", _header(study.name, checkpoints, settings) + body.rstrip() + "\n")
-    _write_text(out / "results.json", json.dumps({"study": study.name, "settings": dataclasses.asdict(settings),
-                                                  "checkpoints": [str(c) for c in checkpoints],
-                                                  "cells": results}, indent=1))
+    _write_text(out / "results.json", json_text({"study": study.name, "settings": dataclasses.asdict(settings),
+                                                 "checkpoints": [str(c) for c in checkpoints],
+                                                 "cells": results}, indent=1))
     _write_text(out / "results.csv", rows_csv(results))
     return out / "report.md"
 

@@ -6,11 +6,11 @@ Infinity are not JSON, and strict parsers reject them.
 
 import errno
 import json
-import math
 from pathlib import Path
 
 from metalab.atomic import atomic_path
 from metalab.errors import MetalabError
+from metalab.json_text import json_text
 
 
 class MetricsLog:
@@ -70,5 +70,4 @@ def read_records(path: Path) -> list[dict]:
 
 
 def _line(record: dict) -> str:
-    clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in record.items()}
-    return json.dumps(clean, allow_nan=False) + "\n"
+    return json_text(record) + "\n"
