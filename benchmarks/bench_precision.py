@@ -85,10 +85,17 @@ def compare(g, reference) -> dict:
             "cosine": F.cosine_similarity(g, reference, dim=0).item()}
 
 
-def measure(steps: int, args) -> dict:
-    config = preset("omniglot-5w1s-maml").replace(inner_steps=steps, eval_inner_steps=steps, seed=args.seed)
+def preset_method(steps: int, args, **overrides):
+    """(config, problem, method): the omniglot-5w1s-maml preset at `steps` inner steps (and `overrides`), its
+    meta-training tasks from args.data_dir, seeded with args.seed."""
+    config = preset("omniglot-5w1s-maml").replace(inner_steps=steps, eval_inner_steps=steps, seed=args.seed,
+                                                  **overrides)
     problem = build_problem(config, data_dir=args.data_dir, parts=("train",))
-    method = entry(config.method).build(config, problem.learner)
+    return config, problem, entry(config.method).build(config, problem.learner)
+
+
+def measure(steps: int, args) -> dict:
+    config, problem, method = preset_method(steps, args)
     meta = checkpoint.load(args.checkpoint)["meta"] if args.checkpoint else method.init_meta()
     meta = trainable(meta)
     sample = problem.tasks["train"].sample
