@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import pytest
+import torch
 from conftest import run_tiny_study
 
 from metalab.evaluation.stats import paired_difference
@@ -62,3 +63,21 @@ def test_checkpoints_trained_with_augment_get_their_own_panel(tmp_path):
         assert (tmp_path / name).read_bytes()[:8] == PNG and f"]({name})" in report
     assert not (tmp_path / "shear-minus-maml-augment.png").exists()  # nothing but MAML trained with --augment
     assert "| snail (b) | -10.00 ± 2.00 |" in report
+
+
+def test_the_study_tasks_shrink_every_drawing_alike_and_keep_the_episode(omniglot_dir):
+    """distorted_tasks at scale s: the same labels as undistorted at every episode, 15 queries per class, and the
+    ink of every image of a task shrunk by about s^2 in area (the resize keeps a drawing's ink mass, up to its
+    filter's ringing)."""
+    from metalab.data.episode import generator_for
+    from metalab.studies.extrapolation_omniglot import distorted_tasks
+
+    plain = distorted_tasks("minimal", 5, 1, 0.0, 1.0, omniglot_dir)
+    for scale in (1 / 3, 1 / 2):
+        shrunk = distorted_tasks("minimal", 5, 1, 0.0, scale, omniglot_dir)
+        for index in range(3):
+            a, b = (tasks.sample(generator_for(0, 1, index), 1) for tasks in (plain, shrunk))
+            assert b.query_x.shape == (1, 75, 1, 28, 28) and b.support_x.shape == (1, 5, 1, 28, 28)
+            assert torch.equal(a.support_y, b.support_y) and torch.equal(a.query_y, b.query_y)
+            ratio = b.query_x.sum((2, 3, 4)) / a.query_x.sum((2, 3, 4))  # [1, 75] per image
+            assert ratio.mean().item() == pytest.approx(scale**2, rel=0.15)

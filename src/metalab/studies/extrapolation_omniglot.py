@@ -14,7 +14,7 @@ import math
 from pathlib import Path
 
 from metalab.config import preset
-from metalab.data.classification import omniglot_tasks
+from metalab.data.classification import ClassificationTasks, omniglot_tasks
 from metalab.data.omniglot import Preprocessing
 from metalab.data.splits import load_split_data
 from metalab.errors import MetalabError
@@ -45,6 +45,13 @@ def distortions(budget: str) -> list[tuple[float, float]]:
 
 def distortion_key(shear: float, scale: float) -> str:
     return f"shear={shear:+.4f}__scale={scale:.4f}"
+
+
+def distorted_tasks(split: str, ways: int, shots: int, shear: float, scale: float, data_dir=None) -> ClassificationTasks:
+    """The study's meta-test tasks at one distortion: `ways`-way `shots`-shot, EVAL_QUERIES queries per class,
+    unrotated, every drawing sheared by `shear` radians and scaled by `scale` before the resize to 28x28."""
+    data, parts = load_split_data(split, data_dir, settings=Preprocessing(shear=shear, scale=scale))
+    return omniglot_tasks(data, parts, "test", ways, shots, EVAL_QUERIES["omniglot"], rotations=(0,))
 
 
 class ExtrapolationOmniglot:
@@ -79,8 +86,7 @@ def _distortion_cell(models: list[StudyModel], split: str, ways: int, shots: int
                      settings: StudySettings) -> dict:
     """Every checkpoint's per-episode accuracy on the same distorted meta-test episodes, and its paired difference
     with the MAML checkpoint trained alike (with or without --augment): the first such one listed."""
-    data, parts = load_split_data(split, settings.data_dir, settings=Preprocessing(shear=shear, scale=scale))
-    tasks = omniglot_tasks(data, parts, "test", ways, shots, EVAL_QUERIES["omniglot"], rotations=(0,))
+    tasks = distorted_tasks(split, ways, shots, shear, scale, settings.data_dir)
     scores = [episode_scores(model, tasks, settings)[-1] for model in models]
     rows = []
     for model, own in zip(models, scores):
