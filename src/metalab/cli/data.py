@@ -2,7 +2,6 @@
 the drawings rendered from strokes against the PNGs."""
 
 import argparse
-from pathlib import Path
 
 from metalab.data import download, paths
 from metalab.data.splits import ARCHIVES_OF_SPLIT, PARTS, describe, load_split_data
@@ -65,12 +64,10 @@ def run_show(args) -> None:
 
 
 def run_render_check(args) -> None:
-
-    from metalab.atomic import atomic_path
     from metalab.data.render import PEN_WIDTH
     from metalab.data.render_check import render_iou
     from metalab.errors import MetalabError
-    from metalab.json_text import json_text
+    from metalab.json_text import write_json
 
     pen_width = PEN_WIDTH if args.pen_width is None else args.pen_width
     if not pen_width > 0:
@@ -80,5 +77,4 @@ def run_render_check(args) -> None:
     print(f"{results['drawings']} drawings of the {args.split} split's {args.part} part, pen width {pen_width:g}: "
           f"mean IoU {results['mean_iou_105']:.4f} at 105x105, {results['mean_iou_28']:.4f} at 28x28")
     if args.json:
-        with atomic_path(Path(args.json)) as tmp:
-            tmp.write_text(json_text(results, indent=2))
+        write_json(args.json, results)

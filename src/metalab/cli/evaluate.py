@@ -1,7 +1,6 @@
 """`metalab eval CHECKPOINT` and `metalab compare A.npy B.npy`: held-out scores and paired differences."""
 
 import os
-from pathlib import Path
 
 from metalab.cli.flags import add_distributed, distributed_group
 from metalab.errors import MetalabError
@@ -68,12 +67,10 @@ def run_eval(args) -> None:
 
 
 def _write_json(path, results: dict) -> None:
-    from metalab.atomic import atomic_path
-    from metalab.json_text import json_text
+    from metalab.json_text import write_json
 
     if path:
-        with atomic_path(Path(path)) as tmp:
-            tmp.write_text(json_text(results, indent=2))
+        write_json(path, results)
 
 
 def run_benchmark(args) -> None:
