@@ -19,6 +19,11 @@ def add_commands(commands) -> None:
     ev.add_argument("--part", choices=("test", "val"), help="default test")
     ev.add_argument("--within-alphabet", type=float, metavar="P", help="probability that an episode's classes all "
                     "come from one alphabet (1: Lake's within-alphabet episodes; default 0: mixed)")
+    ev.add_argument("--support-augment", type=int, metavar="COPIES", help="test-time augmentation: COPIES randomly "
+                    "distorted copies of each support image join the support set as extra shots of its class "
+                    "(affine, in --augment's ranges, drawn from --seed; queries untouched; default 0: none)")
+    ev.add_argument("--support-augment-strength", type=float, metavar="S", help="scale of those distortions' ranges "
+                    "(default 1: those of training's --augment 1)")
     ev.add_argument("--benchmark", choices=("lake",), help="lake: Lake's 20 runs of 20-way within-alphabet one-shot "
                     "classification (all_runs.zip in the data folder, fetched when missing): error %% per run")
     ev.add_argument("--no-download", action="store_true", help="with --benchmark: fail if all_runs.zip is missing")
@@ -47,8 +52,12 @@ def run_eval(args) -> None:
 
     check_numbers({name: getattr(args, name) for name in ("episodes", "queries", "ways", "shots", "inner_lr")
                    if getattr(args, name) is not None}, positive=True)
-    check_numbers({name: getattr(args, name) for name in ("steps", "seed", "threads", "within_alphabet")
+    check_numbers({name: getattr(args, name) for name in ("steps", "seed", "threads", "within_alphabet",
+                                                          "support_augment")
                    if getattr(args, name) is not None}, positive=False)
+    if args.support_augment_strength is not None and not args.support_augment:
+        raise MetalabError("--support-augment-strength scales the distortions of --support-augment COPIES: add "
+                           "--support-augment (1 or more copies) or drop it")
     for flag, path in (("--save-scores", args.save_scores), ("--json", args.json)):
         if path:
             check_writable(path, flag)  # before the evaluation, not after it
@@ -61,7 +70,10 @@ def run_eval(args) -> None:
                                       seed=args.seed, part=args.part or "test", data_dir=args.data_dir,
                                       save_scores=args.save_scores, device=args.device, threads=args.threads,
                                       curvature=args.curvature, group=group,
-                                      within_alphabet=args.within_alphabet or 0.0)
+                                      within_alphabet=args.within_alphabet or 0.0,
+                                      support_copies=args.support_augment or 0,
+                                      support_strength=1.0 if args.support_augment_strength is None
+                                      else args.support_augment_strength)
     if group.is_main:
         _write_json(args.json, results)
 
@@ -83,7 +95,8 @@ def run_benchmark(args) -> None:
     drawn = [flag for flag, value in (("--ways", args.ways), ("--shots", args.shots), ("--queries", args.queries),
                                       ("--episodes", args.episodes), ("--part", args.part),
                                       ("--within-alphabet", args.within_alphabet), ("--save-scores", args.save_scores),
-                                      ("--curvature", args.curvature or None))
+                                      ("--curvature", args.curvature or None),
+                                      ("--support-augment", args.support_augment))
              if value is not None]
     if drawn:
         raise MetalabError(f"--benchmark {args.benchmark} is its own 20 fixed 20-way 1-shot runs: drop "

@@ -61,29 +61,35 @@ class AugmentedTasks:
 
     def _affine(self, episode: Episode, generator: torch.Generator, batch_size: int) -> Episode:
         ways = int(max(episode.support_y.max(), episode.query_y.max())) + 1
-        class_matrix = _class_transforms(generator, batch_size, ways, self.strength)  # [B, N, 2, 2]
+        class_matrix = random_linear_maps(generator, (batch_size, ways), self.strength)  # [B, N, 2, 2]
         return Episode(self._distort(episode.support_x, episode.support_y, class_matrix, generator), episode.support_y,
                        self._distort(episode.query_x, episode.query_y, class_matrix, generator), episode.query_y)
 
     def _distort(self, x: torch.Tensor, y: torch.Tensor, class_matrix: torch.Tensor, generator) -> torch.Tensor:
         """x [B, S, C, H, W], y [B, S] -> x warped by its class's and its own transform."""
-        batch, size = y.shape
-        matrix = class_matrix[torch.arange(batch).unsqueeze(1), y]  # [B, S, 2, 2]
-        angle = _uniform(generator, (batch, size), IMAGE_ROTATION * self.strength)
-        matrix = _rotation(angle) @ matrix
-        shift = _uniform(generator, (batch, size, 2, 1), IMAGE_SHIFT * self.strength)
-        theta = torch.cat([matrix, shift], dim=-1).view(batch * size, 2, 3)
-        flat = x.reshape(batch * size, *x.shape[2:])
-        grid = F.affine_grid(theta, list(flat.shape), align_corners=False)
-        return F.grid_sample(flat, grid, mode="bilinear", padding_mode="zeros", align_corners=False).view_as(x)
+        matrix = class_matrix[torch.arange(y.shape[0]).unsqueeze(1), y]  # [B, S, 2, 2]
+        return warp_images(x, matrix, generator, self.strength)
 
 
-def _class_transforms(generator, batch: int, ways: int, strength: float) -> torch.Tensor:
-    """[B, N, 2, 2]: rotation x shear x per-axis scale of each class of each task."""
-    angle = _uniform(generator, (batch, ways), CLASS_ROTATION * strength)
-    shear = _uniform(generator, (batch, ways), CLASS_SHEAR * strength)
-    scale = _uniform(generator, (batch, ways, 2), CLASS_LOG_SCALE * strength).exp()
-    shear_matrix = torch.eye(2).repeat(batch, ways, 1, 1)
+def warp_images(x: torch.Tensor, matrix: torch.Tensor, generator, strength: float) -> torch.Tensor:
+    """x [B, S, C, H, W], matrix [B, S, 2, 2] -> each image warped by its matrix, then by a small rotation and
+    translation of its own (a new drawing), bilinearly, zeros (no ink) outside the frame."""
+    batch, size = matrix.shape[:2]
+    angle = _uniform(generator, (batch, size), IMAGE_ROTATION * strength)
+    matrix = _rotation(angle) @ matrix
+    shift = _uniform(generator, (batch, size, 2, 1), IMAGE_SHIFT * strength)
+    theta = torch.cat([matrix, shift], dim=-1).view(batch * size, 2, 3)
+    flat = x.reshape(batch * size, *x.shape[2:])
+    grid = F.affine_grid(theta, list(flat.shape), align_corners=False)
+    return F.grid_sample(flat, grid, mode="bilinear", padding_mode="zeros", align_corners=False).view_as(x)
+
+
+def random_linear_maps(generator, shape: tuple[int, int], strength: float) -> torch.Tensor:
+    """[*shape, 2, 2], e.g. [B, N]: rotation x shear x per-axis scale, each drawn uniformly in the class ranges."""
+    angle = _uniform(generator, shape, CLASS_ROTATION * strength)
+    shear = _uniform(generator, shape, CLASS_SHEAR * strength)
+    scale = _uniform(generator, (*shape, 2), CLASS_LOG_SCALE * strength).exp()
+    shear_matrix = torch.eye(2).repeat(*shape, 1, 1)
     shear_matrix[..., 0, 1] = shear
     return _rotation(angle) @ shear_matrix @ torch.diag_embed(scale)
 

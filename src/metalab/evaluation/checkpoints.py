@@ -9,6 +9,7 @@ import torch
 from metalab import checkpoint
 from metalab.config import Config
 from metalab.data.episode import fixed_episodes
+from metalab.data.support_augment import SupportAugmentedTasks, check_support_augment
 from metalab.distributed.group import Group
 from metalab.errors import MetalabError
 from metalab.evaluation.curvature import episode_curvatures, summarize_curvatures
@@ -16,7 +17,7 @@ from metalab.evaluation.evaluate import gathered_scores
 from metalab.evaluation.report import diverged, report
 from metalab.evaluation.score_files import save_score_file
 from metalab.methods.optimization import InnerLoop
-from metalab.methods.registry import make_method
+from metalab.methods.registry import entry, make_method
 from metalab.problem import EVAL_QUERIES, build_problem, image_learner
 from metalab.runtime import configure_torch
 
@@ -90,14 +91,17 @@ def image_method(path, ways: int, shots: int, queries: int, fix: str, **override
 
 def evaluate_checkpoint(path, ways=None, shots=None, queries=None, steps=None, inner_lr=None, episodes=1000,
                         seed=0, part="test", data_dir=None, save_scores=None, device=None, threads=None,
-                        curvature=False, group: Group = Group(), within_alphabet: float = 0.0) -> dict:
+                        curvature=False, group: Group = Group(), within_alphabet: float = 0.0,
+                        support_copies: int = 0, support_strength: float = 1.0) -> dict:
     """Scores of a checkpoint on fixed held-out episodes; with several processes (distributed.group.join) each
     scores its share of the episodes and every rank gets them all, in episode order. Rank 0 prints and saves,
-    and alone measures --curvature. within_alphabet: probability that an episode's classes share one alphabet."""
+    and alone measures --curvature. within_alphabet: probability that an episode's classes share one alphabet.
+    support_copies: distorted copies of each support image added as extra shots (data/support_augment.py)."""
     # val_ways=0: evaluation's episodes, of either part, have the ways asked for or trained with
     config, meta, state = load_trained(path, ways=ways, shots=shots, inner_lr=inner_lr, device=device,
                                        threads=threads, val_ways=0)
     config = config.replace(queries=queries or EVAL_QUERIES[config.problem])
+    _check_support_copies(config, support_copies, support_strength)
     device = group.place(configure_torch(config.threads, config.device))
     meta = {g: {n: p.to(device) for n, p in ps.items()} for g, ps in meta.items()}
     problem = build_problem(config, data_dir, parts=(part,), held_out_within_alphabet=within_alphabet)
@@ -105,25 +109,47 @@ def evaluate_checkpoint(path, ways=None, shots=None, queries=None, steps=None, i
     method = method_for(config, meta, state, problem.learner, path, device,
                         fix=f"evaluate it with --ways {trained_ways} (or train a {config.ways}-way model)")
     steps = method.eval_steps if steps is None else steps
-    started = time.perf_counter()
-    share = fixed_episodes(problem.tasks[part], seed, episodes, share=(group.rank, group.size))
+    tasks = problem.tasks[part]
+    if support_copies:
+        tasks = SupportAugmentedTasks(tasks, support_copies, support_strength)
+    started, cpu_started = time.perf_counter(), time.process_time()
+    share = fixed_episodes(tasks, seed, episodes, share=(group.rank, group.size))
     scores = gathered_scores(meta, method, share, steps, group)
+    cpu_seconds = time.process_time() - cpu_started  # this process's share: drawing, adapting and scoring
     task = (f"{config.ways}-way {config.shots}-shot {config.queries}-query" if config.problem == "omniglot"
             else f"{config.shots}-shot {config.problem}")
     if within_alphabet:
         task += f", within-alphabet with probability {within_alphabet:g}"
+    if support_copies:
+        task += (f", support + {support_copies} distorted copies of each image (strength {support_strength:g}: "
+                 f"{config.ways * config.shots * (1 + support_copies)} adaptation images per task)")
     if group.is_main:
         print(f"{path}: {config.method}, {task}, {episodes} {part} episodes (seed {seed}), "
               f"{time.perf_counter() - started:.0f} s")
     results = {"checkpoint": str(path), "config": dataclasses.asdict(config), "part": part, "episodes": episodes,
-               "seed": seed, "within_alphabet": within_alphabet, "metric": problem.learner.metric.name,
+               "seed": seed, "within_alphabet": within_alphabet, "cpu_seconds": cpu_seconds,
+               "support_augment": {"copies": support_copies, "strength": support_strength},
+               "metric": problem.learner.metric.name,
                "after_steps": report(scores, list(range(len(scores))), problem.learner.metric, method.step_name,
                                      show=group.is_main)}
     if curvature and group.is_main:
-        results["curvature"] = _curvature(meta, method, problem.tasks[part], seed, episodes, scores)
+        results["curvature"] = _curvature(meta, method, tasks, seed, episodes, scores)
     if save_scores and group.is_main:
         save_score_file(save_scores, scores)
     return results
+
+
+def _check_support_copies(config: Config, copies: int, strength: float) -> None:
+    """--support-augment needs images and a learner that takes a support set of any size."""
+    check_support_augment(copies, strength)
+    if not copies:
+        return
+    if config.problem != "omniglot":
+        raise MetalabError(f"--support-augment makes distorted copies of support images; a {config.problem} model "
+                           "has none: drop --support-augment")
+    if entry(config.method).fixed_support:
+        raise MetalabError(f"{config.method} reads a support set of the fixed length it was built for and cannot take "
+                           "extra shots: drop --support-augment (it serves learners that take any number of shots)")
 
 
 def _curvature(meta, method, tasks, seed: int, episodes: int, scores: np.ndarray) -> dict:

@@ -6,7 +6,9 @@ builder gives it: False, the problem's predictor (Conv4 for images, an MLP for s
 method adapts; True, the black-box learner of the same name in models/blackbox.py, which reads the support set.
 `network`, when given, overrides both: network(config, x_shape, outputs) builds the method's own network
 (prototypical networks' embedding). `any_ways`: the method reads the number of ways from each episode, so it can
-be validated at other ways than it trains with (`--val-ways`).
+be validated at other ways than it trains with (`--val-ways`). `fixed_support`: the learner reads a support set
+of the size it was built for (SNAIL's TC blocks are sized for one sequence length), so it takes no extra shots at
+test time (`metalab eval --support-augment`).
 """
 
 from dataclasses import dataclass
@@ -30,6 +32,7 @@ class Entry:
     blackbox: bool = False
     network: Callable[[Config, tuple, int], nn.Module] | None = None
     any_ways: bool = False
+    fixed_support: bool = False
 
 
 METHODS: dict[str, Entry] = {
@@ -41,7 +44,7 @@ METHODS: dict[str, Entry] = {
     "mann": Entry(BlackBoxMethod.from_config, blackbox=True),
     "average": Entry(BlackBoxMethod.from_config, blackbox=True),
     "attention": Entry(BlackBoxMethod.from_config, blackbox=True),
-    "snail": Entry(BlackBoxMethod.from_config, blackbox=True),
+    "snail": Entry(BlackBoxMethod.from_config, blackbox=True, fixed_support=True),
     "metanet": Entry(BlackBoxMethod.from_config, blackbox=True),
     "imaml": Entry(ImplicitMAML.from_config),
     "protonet": Entry(PrototypicalNetwork.from_config, network=embedding_network, any_ways=True),
