@@ -33,7 +33,6 @@ Writes benchmarks/results/memory-meta-step-cpu.json (--out) and prints the table
 import collections
 import importlib
 import json
-import resource
 import sys
 from functools import partial
 
@@ -149,10 +148,6 @@ def profiled_peak(compute) -> dict:
     return {"peak_bytes": peak, "live_at_peak": dict(rows.most_common())}
 
 
-def rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
 def child(spec: dict) -> dict:
     import bench_maml
 
@@ -163,14 +158,14 @@ def child(spec: dict) -> dict:
                              "set_batch", torch.float32, "cpu")
     meta, compute = meta_step_fn(model, episode, spec["steps"], args["inner_lr"], "vmap")
     if spec["mode"] == "rss":
-        start = rss_mib()
+        start = bench_maml.peak_rss_mib()
         importlib.import_module("torch._dynamo")  # what torch.func.grad imports on its first call, measured apart
-        before = rss_mib()
+        before = bench_maml.peak_rss_mib()
         compute()
-        first = rss_mib()
+        first = bench_maml.peak_rss_mib()
         compute()
         return {"torch_dynamo_import_mib": before - start, "first_step_mib": first - before,
-                "peak_above_start_mib": rss_mib() - before}
+                "peak_above_start_mib": bench_maml.peak_rss_mib() - before}
     compute()  # the first meta-step imports and initializes what later ones reuse
     for p in meta["theta"].values():
         p.grad = None
