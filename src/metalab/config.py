@@ -30,7 +30,7 @@ CONFIG_POSITIVE = ("ways", "shots", "queries", "hidden", "width", "layers", "mem
 CONFIG_AT_LEAST_ZERO = ("val_ways", "inner_steps", "eval_inner_steps", "first_order_warmup", "threads",
                         "train_alphabets", "seed", "grad_clip", "augment", "sequence_length", "amplitude_min",
                         "amplitude_max", "phase_min", "phase_max", "bias_transformation", "within_alphabet",
-                        "elastic_alpha")
+                        "elastic_alpha", "label_smoothing")
 
 
 @dataclass(frozen=True)
@@ -69,6 +69,9 @@ class Config:
     first_order_warmup: int = 0  # MAML: meta-steps of first-order MAML before second order (buys speed)
     imaml_lambda: float = 2.0  # implicit MAML: precision of the Gaussian prior centred at theta (methods/imaml.py)
     cg_steps: int = 5  # implicit MAML: conjugate-gradient steps of its meta-gradient
+    # classification: cross-entropy against labels smoothed toward uniform by this much (Szegedy et al. 2016), in every
+    # loss of the method (a MAML inner loop's too, at training and test alike); 0: plain labels
+    label_smoothing: float = 0.0
     # black-box learners (models/blackbox.py); Conv4's width and pooling are `hidden` and `pooling` above
     embedding: str = "conv4"  # how images are embedded: conv4 | pixels (raw, the LSTM homework baseline)
     width: int = 128  # LSTM / controller / encoder / transformer width
@@ -109,6 +112,9 @@ class Config:
                 raise MetalabError(f"--{name}-min must not exceed --{name}-max, got {low} > {high}")
         if self.within_alphabet > 1:
             raise MetalabError(f"--within-alphabet is a probability and must be in [0, 1], got {self.within_alphabet}")
+        if self.label_smoothing and (self.problem != "omniglot" or self.label_smoothing >= 1):
+            raise MetalabError(f"--label-smoothing must be in [0, 1) and applies to Omniglot's classes, got "
+                               f"{self.label_smoothing} for {self.problem}")
         if self.augment > 2:
             raise MetalabError(f"--augment must be in [0, 2] (0 disables it), got {self.augment}")
         if self.val_ways and self.problem != "omniglot":

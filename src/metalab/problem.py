@@ -62,7 +62,7 @@ def image_learner(config: Config) -> Learner:
     """The Learner of an Omniglot config (28x28 images, config.ways classes), built without reading any data:
     what a benchmark that brings its own images (Lake's one-shot runs) evaluates."""
     blackbox = registry.entry(config.method).blackbox
-    return classification(_network(config, blackbox, x_shape=(1, 28, 28), outputs=config.ways))
+    return classification(_network(config, blackbox, x_shape=(1, 28, 28), outputs=config.ways), config.label_smoothing)
 
 
 def regression_tasks(config: Config) -> SinusoidTasks | PolynomialTasks:

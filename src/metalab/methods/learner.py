@@ -1,6 +1,7 @@
 """What every method is given: a stateless network, a loss, and the metric a task is scored by."""
 
 from dataclasses import dataclass
+from functools import partial
 from typing import Callable
 
 import torch
@@ -49,9 +50,11 @@ class Learner:
         return losses, scores
 
 
-def classification(model: nn.Module) -> Learner:
-    """Class scores [n, ways] against labels [n]: cross-entropy, scored by accuracy."""
-    return Learner(model, cross_entropy, ACCURACY)
+def classification(model: nn.Module, label_smoothing: float = 0.0) -> Learner:
+    """Class scores [n, ways] against labels [n]: cross-entropy (against labels smoothed toward uniform by
+    `label_smoothing`), scored by accuracy."""
+    loss = partial(F.cross_entropy, label_smoothing=label_smoothing) if label_smoothing else cross_entropy
+    return Learner(model, loss, ACCURACY)
 
 
 def regression(model: nn.Module) -> Learner:
