@@ -29,11 +29,16 @@ def predict(meta: MetaParams, phi, query_x: Tensor, learner: Learner) -> Tensor:
     return functional_call(learner.model, meta["theta"], ("predict", phi, query_x))
 
 
+def batch_predictions(meta: MetaParams, episode: Episode, learner: Learner) -> Tensor:
+    """[B, Q, out] the query predictions of a batch of tasks (support_x [B, K, ...], ...)."""
+    support_x, support_y, query_x, _ = episode
+    return predict(meta, adapt(meta, support_x, support_y, learner), query_x, learner)
+
+
 def batch_loss(meta: MetaParams, episode: Episode, learner: Learner) -> tuple[Tensor, Tensor]:
-    """Per-task query losses [B] and scores [B] of a batch of tasks (support_x [B, K, ...], ...)."""
-    support_x, support_y, query_x, query_y = episode
-    predictions = predict(meta, adapt(meta, support_x, support_y, learner), query_x, learner)
-    return learner.task_losses(predictions, query_y)
+    """Per-task query losses [B] and scores [B] of a batch of tasks."""
+    query_y = episode[3]
+    return learner.task_losses(batch_predictions(meta, episode, learner), query_y)
 
 
 @dataclass(frozen=True)
@@ -62,6 +67,10 @@ class BlackBoxMethod:
     def scores(self, meta: MetaParams, episode: Episode, steps: int) -> Tensor:
         with torch.no_grad():
             return batch_loss(meta, episode, self.learner)[1].unsqueeze(0)
+
+    def predictions(self, meta: MetaParams, episode: Episode, steps: int) -> Tensor:
+        with torch.no_grad():
+            return batch_predictions(meta, episode, self.learner)
 
 
 def embedding_of(path: str, theta: Params) -> Params:

@@ -57,13 +57,22 @@ class FineTuning:
         query_score = map_tasks(partial(_query_score, self.learner), self.batching, in_dims=(0, 0, 0))
         rows = []
         with torch.no_grad():
-            for step, params in enumerate(finetune_steps(self.learner, meta["theta"], episode.support_x,
-                                                         episode.support_y, self.settings.replace(steps=steps),
-                                                         self.batching)):
+            for step, params in enumerate(self._trajectory(meta, episode, steps)):
                 rows.append(query_score(params, episode.query_x, episode.query_y)
                             if self.scored is None or step in self.scored
                             else episode.query_x.new_full((episode.batch_size,), float("nan")))
         return torch.stack(rows)
+
+    def predictions(self, meta: MetaParams, episode: Episode, steps: int) -> Tensor:
+        """[B, Q, outputs] after `steps` steps, whatever `scored` says."""
+        with torch.no_grad():
+            for params in self._trajectory(meta, episode, steps):
+                pass
+            return map_tasks(self.learner.predict, self.batching, in_dims=(0, 0))(params, episode.query_x)
+
+    def _trajectory(self, meta: MetaParams, episode: Episode, steps: int) -> Iterator[Params]:
+        return finetune_steps(self.learner, meta["theta"], episode.support_x, episode.support_y,
+                              self.settings.replace(steps=steps), self.batching)
 
 
 def _query_score(learner: Learner, params: Params, query_x: Tensor, query_y: Tensor) -> Tensor:

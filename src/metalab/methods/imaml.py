@@ -41,6 +41,7 @@ from torch.func import grad
 from metalab.config import Config
 from metalab.data.episode import Episode
 from metalab.errors import MetalabError
+from metalab.methods.adapted import Trajectory, final_predictions, step_scores
 from metalab.methods.batching import check_vmap_norms, map_tasks
 from metalab.methods.learner import Learner, Params
 from metalab.methods.method import MetaParams
@@ -173,12 +174,13 @@ class ImplicitMAML:
         return losses.mean() + (linear - linear.detach()), scores.mean()
 
     def scores(self, meta: MetaParams, episode: Episode, steps: int) -> Tensor:
-        def task_scores(support_x, support_y, query_x, query_y) -> Tensor:
-            return torch.stack([self.learner.loss_and_score(phi, query_x, query_y)[1] for phi in solve_steps(
-                meta["theta"], support_x, support_y, self.learner, self.lam, self.inner_lr, steps)])
+        return step_scores(self.learner, self._trajectory(meta), episode, steps, self.batching)
 
-        with torch.no_grad():
-            return map_tasks(task_scores, self.batching, in_dims=(0, 0, 0, 0))(*episode).T
+    def predictions(self, meta: MetaParams, episode: Episode, steps: int) -> Tensor:
+        return final_predictions(self.learner, self._trajectory(meta), episode, steps, self.batching)
+
+    def _trajectory(self, meta: MetaParams) -> Trajectory:
+        return partial(solve_steps, meta["theta"], learner=self.learner, lam=self.lam, lr=self.inner_lr)
 
     def _check(self, cg: Tensor) -> None:
         """cg [B, 2]: each task's relative residual and whether CG stopped at non-positive curvature. An error if

@@ -1,5 +1,6 @@
 """What every method is given: a stateless network, a loss, and the metric a task is scored by."""
 
+import math
 from dataclasses import dataclass
 from functools import partial
 from typing import Callable
@@ -12,16 +13,31 @@ from torch.func import functional_call
 Params = dict[str, Tensor]
 
 
+def mean_value(predictions: Tensor) -> Tensor:
+    """The mean of M models' predictions [M, ...] of values: [...]."""
+    return predictions.mean(0)
+
+
+def mean_probability(predictions: Tensor) -> Tensor:
+    """The log of the mean of M models' class probabilities (softmax of their class scores [M, ..., classes]),
+    [..., classes] float64: class scores again, so a loss and a metric read them as they read one model's."""
+    log_probabilities = torch.log_softmax(predictions.double(), dim=-1)
+    return torch.logsumexp(log_probabilities, dim=0) - math.log(len(predictions))
+
+
 @dataclass(frozen=True)
 class Metric:
-    """How a task's query predictions are scored, and which way is better."""
+    """How a task's query predictions are scored, which way is better, and how several models' predictions of
+    the same queries make one (an ensemble's: evaluation/ensemble.py)."""
 
     name: str  # as printed: "accuracy", "MSE", ...
     higher_is_better: bool
     of: Callable[[Tensor, Tensor, Tensor], Tensor]  # (prediction, target, loss) -> scalar score
+    average: Callable[[Tensor], Tensor] = mean_value  # (predictions [M, ...] of M models) -> one prediction [...]
 
 
-ACCURACY = Metric("accuracy", True, lambda prediction, target, loss: (prediction.argmax(-1) == target).float().mean())
+ACCURACY = Metric("accuracy", True, lambda prediction, target, loss: (prediction.argmax(-1) == target).float().mean(),
+                  mean_probability)
 MSE = Metric("MSE", False, lambda prediction, target, loss: loss.detach())
 
 

@@ -33,3 +33,9 @@ class Method(Protocol):
         """[steps + 1, B] each task's query score after 0..steps adaptation steps, without gradients to meta;
         [1, B] for a method without steps."""
         ...
+
+    def predictions(self, meta: MetaParams, episode: Episode, steps: int) -> Tensor:
+        """[B, Q, outputs] each task's query predictions (class scores, or values for regression) after `steps`
+        adaptation steps, without gradients to meta; a method without steps ignores `steps`. Scored by the
+        learner's metric, they give `scores(meta, episode, steps)[-1]`."""
+        ...

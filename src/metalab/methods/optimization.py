@@ -28,7 +28,8 @@ from metalab.config import Config
 from metalab.data.episode import Episode
 from metalab.errors import MetalabError
 from metalab.methods import update_rules
-from metalab.methods.batching import check_vmap_norms, map_tasks, mean_task_loss
+from metalab.methods.adapted import Trajectory, final_predictions, step_scores
+from metalab.methods.batching import check_vmap_norms, mean_task_loss
 from metalab.methods.learner import Learner, Params, copy_parameters
 from metalab.methods.method import MetaParams
 
@@ -155,9 +156,10 @@ class GradientMethod:
         return mean_task_loss(loss, meta, episode, self.batching)
 
     def scores(self, meta: MetaParams, episode: Episode, steps: int) -> Tensor:
-        def task_scores(support_x, support_y, query_x, query_y) -> Tensor:
-            return torch.stack([self.learner.loss_and_score(phi, query_x, query_y)[1] for phi in
-                                adapt_steps(meta, support_x, support_y, self.learner, self.inner, steps)])
+        return step_scores(self.learner, self._trajectory(meta), episode, steps, self.batching)
 
-        with torch.no_grad():  # torch.func.grad in the inner steps still differentiates
-            return map_tasks(task_scores, self.batching, in_dims=(0, 0, 0, 0))(*episode).T
+    def predictions(self, meta: MetaParams, episode: Episode, steps: int) -> Tensor:
+        return final_predictions(self.learner, self._trajectory(meta), episode, steps, self.batching)
+
+    def _trajectory(self, meta: MetaParams) -> Trajectory:
+        return partial(adapt_steps, meta, learner=self.learner, inner=self.inner)

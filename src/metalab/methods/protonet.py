@@ -82,3 +82,7 @@ class PrototypicalNetwork:
     def scores(self, meta: MetaParams, episode: Episode, steps: int) -> Tensor:
         with torch.no_grad():
             return self.task_losses(meta, episode)[1].unsqueeze(0)
+
+    def predictions(self, meta: MetaParams, episode: Episode, steps: int) -> Tensor:
+        with torch.no_grad():
+            return prototype_logits(self.learner.model, meta["theta"], episode)
