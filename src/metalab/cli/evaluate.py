@@ -7,8 +7,10 @@ from metalab.errors import MetalabError
 
 
 def add_commands(commands) -> None:
-    ev = commands.add_parser("eval", help="evaluate a checkpoint on held-out episodes (mean and 95%% CI)")
-    ev.add_argument("checkpoint")
+    ev = commands.add_parser("eval", help="evaluate a checkpoint on held-out episodes (mean and 95%% CI); several "
+                             "checkpoints: each, and their ensemble (mean class probability), on the same episodes")
+    ev.add_argument("checkpoint", nargs="+", metavar="CHECKPOINT", help="a checkpoint; several: an ensemble, scored "
+                    "beside each member, each at its own eval steps unless --steps")
     ev.add_argument("--ways", type=int, help="default: as trained")
     ev.add_argument("--shots", type=int, help="default: as trained")
     ev.add_argument("--queries", type=int, help="default: 15 per class (omniglot), 100 points (sinusoid)")
@@ -30,7 +32,8 @@ def add_commands(commands) -> None:
     ev.add_argument("--data-dir")
     ev.add_argument("--device", help="default: as trained (cpu or cuda)")
     ev.add_argument("--threads", type=int, help="torch CPU threads (default: one per core)")
-    ev.add_argument("--save-scores", help="write per-episode scores (.npy) for paired comparisons")
+    ev.add_argument("--save-scores", help="write per-episode scores (.npy) for paired comparisons (several "
+                    "checkpoints: the ensemble's)")
     ev.add_argument("--json", help="write the results as JSON")
     ev.add_argument("--curvature", action="store_true", help="gradient methods: each episode's alpha * lambda_max "
                     "of the support loss at theta (above 2: more inner steps diverge), against diverged episodes")
@@ -61,21 +64,39 @@ def run_eval(args) -> None:
     for flag, path in (("--save-scores", args.save_scores), ("--json", args.json)):
         if path:
             check_writable(path, flag)  # before the evaluation, not after it
+    if len(args.checkpoint) > 1:
+        return run_ensemble(args)
     if args.benchmark or args.no_download:
         return run_benchmark(args)
     # Without --device the backend is gloo, which also gathers the scores of a checkpoint evaluated on its GPU.
     with distributed_group(args, args.device or "cpu") as group:
-        results = evaluate_checkpoint(args.checkpoint, ways=args.ways, shots=args.shots, queries=args.queries,
-                                      steps=args.steps, inner_lr=args.inner_lr, episodes=args.episodes or 1000,
-                                      seed=args.seed, part=args.part or "test", data_dir=args.data_dir,
-                                      save_scores=args.save_scores, device=args.device, threads=args.threads,
-                                      curvature=args.curvature, group=group,
-                                      within_alphabet=args.within_alphabet or 0.0,
-                                      support_copies=args.support_augment or 0,
-                                      support_strength=1.0 if args.support_augment_strength is None
-                                      else args.support_augment_strength)
+        results = evaluate_checkpoint(args.checkpoint[0], curvature=args.curvature, group=group, **_settings(args))
     if group.is_main:
         _write_json(args.json, results)
+
+
+def run_ensemble(args) -> None:
+    """`metalab eval A.pt B.pt ...`: each checkpoint and their ensemble on the same episodes, in one process."""
+    from metalab.evaluation.ensemble import evaluate_ensemble
+    from metalab.training.metrics_log import training_cost
+
+    for flag, given in (("--curvature", args.curvature), ("--benchmark", args.benchmark or args.no_download)):
+        if given:
+            raise MetalabError(f"{flag} evaluates one checkpoint: run it on each checkpoint alone, or drop {flag} "
+                               "to score the ensemble")
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise MetalabError("several checkpoints are evaluated as an ensemble in one process: run it without torchrun")
+    results = evaluate_ensemble(args.checkpoint, training_cost=training_cost, **_settings(args))
+    _write_json(args.json, results)
+
+
+def _settings(args) -> dict:
+    """The evaluation's flags, as evaluate_checkpoint and evaluate_ensemble take them."""
+    return dict(ways=args.ways, shots=args.shots, queries=args.queries, steps=args.steps, inner_lr=args.inner_lr,
+                episodes=args.episodes or 1000, seed=args.seed, part=args.part or "test", data_dir=args.data_dir,
+                save_scores=args.save_scores, device=args.device, threads=args.threads,
+                within_alphabet=args.within_alphabet or 0.0, support_copies=args.support_augment or 0,
+                support_strength=1.0 if args.support_augment_strength is None else args.support_augment_strength)
 
 
 def _write_json(path, results: dict) -> None:
@@ -103,7 +124,7 @@ def run_benchmark(args) -> None:
                            f"{', '.join(drawn)}")
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise MetalabError("--benchmark lake is 20 tasks: run it in one process, without torchrun")
-    results = evaluate_lake(args.checkpoint, steps=args.steps, inner_lr=args.inner_lr, data_dir=args.data_dir,
+    results = evaluate_lake(args.checkpoint[0], steps=args.steps, inner_lr=args.inner_lr, data_dir=args.data_dir,
                             download=not args.no_download, device=args.device, threads=args.threads)
     _write_json(args.json, results)
 

@@ -101,7 +101,7 @@ def evaluate_checkpoint(path, ways=None, shots=None, queries=None, steps=None, i
     config, meta, state = load_trained(path, ways=ways, shots=shots, inner_lr=inner_lr, device=device,
                                        threads=threads, val_ways=0)
     config = config.replace(queries=queries or EVAL_QUERIES[config.problem])
-    _check_support_copies(config, support_copies, support_strength)
+    check_support_copies(config, support_copies, support_strength)
     device = group.place(configure_torch(config.threads, config.device))
     meta = {g: {n: p.to(device) for n, p in ps.items()} for g, ps in meta.items()}
     problem = build_problem(config, data_dir, parts=(part,), held_out_within_alphabet=within_alphabet)
@@ -116,10 +116,7 @@ def evaluate_checkpoint(path, ways=None, shots=None, queries=None, steps=None, i
     share = fixed_episodes(tasks, seed, episodes, share=(group.rank, group.size))
     scores = gathered_scores(meta, method, share, steps, group)
     cpu_seconds = time.process_time() - cpu_started  # this process's share: drawing, adapting and scoring
-    task = (f"{config.ways}-way {config.shots}-shot {config.queries}-query" if config.problem == "omniglot"
-            else f"{config.shots}-shot {config.problem}")
-    if within_alphabet:
-        task += f", within-alphabet with probability {within_alphabet:g}"
+    task = episodes_text(config, within_alphabet)
     if support_copies:
         task += (f", support + {support_copies} distorted copies of each image (strength {support_strength:g}: "
                  f"{config.ways * config.shots * (1 + support_copies)} adaptation images per task)")
@@ -139,7 +136,14 @@ def evaluate_checkpoint(path, ways=None, shots=None, queries=None, steps=None, i
     return results
 
 
-def _check_support_copies(config: Config, copies: int, strength: float) -> None:
+def episodes_text(config: Config, within_alphabet: float) -> str:
+    """The tasks evaluated, as printed: "5-way 1-shot 15-query", "10-shot sinusoid", ..."""
+    task = (f"{config.ways}-way {config.shots}-shot {config.queries}-query" if config.problem == "omniglot"
+            else f"{config.shots}-shot {config.problem}")
+    return task + (f", within-alphabet with probability {within_alphabet:g}" if within_alphabet else "")
+
+
+def check_support_copies(config: Config, copies: int, strength: float) -> None:
     """--support-augment needs images and a learner that takes a support set of any size."""
     check_support_augment(copies, strength)
     if not copies:

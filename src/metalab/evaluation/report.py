@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from metalab.evaluation.stats import summarize
+from metalab.evaluation.stats import Estimate, summarize
 from metalab.methods.learner import Metric
 
 # An episode whose loss-like score ends more than DIVERGED-fold above the best it reached along the way has
@@ -27,18 +27,28 @@ def report(scores: np.ndarray, rows: list[int], metric: Metric, step_name: str, 
     a metric where lower is better (a loss) the median and the episodes that diverged; return the same as a dict."""
     results = {}
     for row in rows:
-        values = scores[row]
-        estimate = summarize(values)
-        line = estimate.as_percent() if metric.name == "accuracy" else str(estimate)
-        entry = {"mean": estimate.mean, "ci95": estimate.ci95}
-        if not metric.higher_is_better:
-            count = int(diverged(scores, row, metric).sum())
-            entry.update(median=float(np.median(values)), diverged=count)
-            line += f", median {entry['median']:.4g}"
-            if count:
-                line += f"; DIVERGED in {count} of {values.size} episodes (up more than {DIVERGED:g}x from their best)"
+        line, results[row] = row_summary(scores, row, metric)
         when = f"after {row:2d} {step_name}" if step_name else "after reading the support set"
         if show:
             print(f"  {when}: {metric.name} {line}")
-        results[row] = entry
     return results
+
+
+def row_summary(scores: np.ndarray, row: int, metric: Metric) -> tuple[str, dict]:
+    """(as printed, as saved): the mean ± 95% interval of row `row` of scores [rows, episodes], and for a metric
+    where lower is better the median and the episodes that diverged."""
+    values = scores[row]
+    estimate = summarize(values)
+    line = estimate_text(estimate, metric)
+    entry = {"mean": estimate.mean, "ci95": estimate.ci95}
+    if not metric.higher_is_better:
+        count = int(diverged(scores, row, metric).sum())
+        entry.update(median=float(np.median(values)), diverged=count)
+        line += f", median {entry['median']:.4g}"
+        if count:
+            line += f"; DIVERGED in {count} of {values.size} episodes (up more than {DIVERGED:g}x from their best)"
+    return line, entry
+
+
+def estimate_text(estimate: Estimate, metric: Metric) -> str:
+    return estimate.as_percent() if metric.name == "accuracy" else str(estimate)

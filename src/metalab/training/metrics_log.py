@@ -71,3 +71,24 @@ def read_records(path: Path) -> list[dict]:
 
 def _line(record: dict) -> str:
     return json_text(record) + "\n"
+
+
+def training_cost(checkpoint_path, step: int | None) -> dict | None:
+    """What meta-training had cost when it wrote the checkpoint at `checkpoint_path` (its `step`), from the
+    metrics.jsonl of its run folder: the CPU and wall-clock seconds of its last record at or before that step,
+    and the whole logged run's CPU seconds (best.pt is written before the run ends). CPU seconds are rank 0's
+    alone in a run on several processes. None when nothing records it: no step, no log beside the checkpoint, a
+    log without CPU times (older runs) or one that cannot be read."""
+    path = Path(checkpoint_path).parent / "metrics.jsonl"
+    if step is None or not path.is_file():
+        return None
+    try:
+        records = [r for r in read_records(path) if isinstance(r.get("cpu_time"), (int, float))]
+    except (MetalabError, OSError):
+        return None
+    before = [r for r in records if r["step"] <= step]
+    if not before:
+        return None
+    return {"log": str(path), "step": before[-1]["step"], "cpu_seconds": before[-1]["cpu_time"],
+            "wall_seconds": before[-1].get("time"), "run_steps": records[-1]["step"],
+            "run_cpu_seconds": records[-1]["cpu_time"]}
