@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from metalab.config import preset
-from metalab.data.episode import Episode, fixed_episodes
+from metalab.data.episode import Episode, fixed_episodes, generator_for
 from metalab.evaluation.evaluate import evaluate
 from metalab.methods import registry
 from metalab.methods.learner import Learner, regression
@@ -52,11 +52,12 @@ class ShrunkMean:
     def init_meta(self):
         return {"theta": {"a": torch.zeros(()).requires_grad_(True), "b": torch.zeros(()).requires_grad_(True)}}
 
-    def _losses(self, meta, episode):
+    def _predict(self, meta, episode):
         theta = meta["theta"]
-        prediction = theta["a"] * episode.support_y.mean(1, keepdim=True) + theta["b"]  # [B, 1, 1]
-        errors = ((prediction - episode.query_y) ** 2).mean(dim=(1, 2))  # [B]
-        return errors
+        return (theta["a"] * episode.support_y.mean(1, keepdim=True) + theta["b"]).expand_as(episode.query_y)
+
+    def _losses(self, meta, episode):
+        return ((self._predict(meta, episode) - episode.query_y) ** 2).mean(dim=(1, 2))  # [B]
 
     def meta_loss(self, meta, episode, step):
         losses = self._losses(meta, episode)
@@ -65,6 +66,10 @@ class ShrunkMean:
     def scores(self, meta, episode, steps):
         with torch.no_grad():
             return self._losses(meta, episode).unsqueeze(0)
+
+    def predictions(self, meta, episode, steps):
+        with torch.no_grad():
+            return self._predict(meta, episode)
 
 
 class Offsets:
@@ -90,6 +95,9 @@ def test_a_new_method_is_one_class_and_one_registry_line(tmp_path):
         method = registry.make_method(config, problem.learner)
         after = evaluate(meta, method, fixed_episodes(Offsets(), seed=0, count=50), steps=[0])[0]
         before = evaluate(method.init_meta(), method, fixed_episodes(Offsets(), seed=0, count=50), steps=[0])[0]
+        episode = Offsets().sample(generator_for(0, 1), 4)
+        scored = problem.learner.task_losses(method.predictions(meta, episode, 0), episode.query_y)[1]
+        torch.testing.assert_close(scored, method.scores(meta, episode, 0)[0])
     finally:
         del registry.METHODS["shrunk_mean"]
     assert float(meta["theta"]["a"]) > 0.8  # it learned to trust the support mean

@@ -9,10 +9,11 @@ import pytest
 import torch
 
 from metalab import checkpoint
-from metalab.cli.main import main
+from metalab.cli.main import build_parser, main
 from metalab.config import preset
 from metalab.data.episode import concat, fixed_episodes
 from metalab.data.support_augment import SupportAugmentedTasks
+from metalab.errors import MetalabError
 from metalab.evaluation import ensemble as ensemble_module
 from metalab.evaluation.checkpoints import evaluate_checkpoint
 from metalab.evaluation.ensemble import evaluate_ensemble
@@ -45,7 +46,10 @@ def models(tmp_path_factory):
             "maml20": save_model(folder / "maml20.pt", "omniglot-20w1s-maml", seed=4),
             "sinusoid": save_model(folder / "sinusoid.pt", "sinusoid-maml", seed=5, hidden=8),
             "sinusoid2": save_model(folder / "sinusoid2.pt", "sinusoid-maml", seed=6, hidden=8),
-            "polynomial": save_model(folder / "polynomial.pt", "sinusoid-maml", seed=7, hidden=8, problem="polynomial")}
+            "polynomial": save_model(folder / "polynomial.pt", "sinusoid-maml", seed=7, hidden=8, problem="polynomial"),
+            "few": save_model(folder / "few.pt", "sinusoid-maml", seed=10, hidden=8, shots=5),
+            "wide": save_model(folder / "wide.pt", "sinusoid-maml", seed=8, hidden=8, amplitude_max=9.0),
+            "vinyals": save_model(folder / "vinyals.pt", "omniglot-5w1s-maml", seed=9, split="vinyals")}
 
 
 def ensemble(paths, omniglot_dir, tmp_path, name="ensemble", **settings):
@@ -167,7 +171,10 @@ def test_support_augmentation_keeps_the_plain_episodes_queries(omniglot_dir):
 @pytest.mark.parametrize("members, flags, words", [
     (["maml", "sinusoid"], [], "sinusoid.pt models sinusoid tasks and"),
     (["sinusoid", "polynomial"], [], "polynomial.pt models polynomial tasks"),
-    (["maml", "maml20"], [], "pass --ways"),
+    (["maml", "maml20"], [], "maml20.pt was trained 20-way 1-shot and"),
+    (["maml", "vinyals"], [], "vinyals.pt was trained on the vinyals split"),
+    (["sinusoid", "wide"], [], "wide.pt was trained on other sinusoid tasks"),
+    (["sinusoid", "few"], [], "few.pt was trained 5-shot and"),
     (["maml20", "protonet", "maml"], ["--ways", "20"], "maml.pt: this checkpoint's network (maml) was trained 5-way"),
     (["maml", "protonet"], ["--ways", "3"], "maml.pt: this checkpoint's network (maml) was trained 5-way"),
     (["maml", "protonet"], ["--curvature"], "--curvature evaluates one checkpoint"),
@@ -197,3 +204,19 @@ def test_the_command_writes_the_ensembles_scores_for_compare(models, omniglot_di
                  "--threads", "1", "--save-scores", str(tmp_path / "m.npy")]) == 0
     assert main(["compare", str(tmp_path / "e.npy"), str(tmp_path / "m.npy")]) == 0
     assert "paired over 4 episodes" in capsys.readouterr().out
+
+
+def test_a_method_without_predictions_is_refused_in_one_line(models, omniglot_dir, tmp_path, monkeypatch):
+    monkeypatch.setattr(ensemble_module, "method_for", lambda *args, **kwargs: object())
+    with pytest.raises(MetalabError, match="maml.pt: its method maml has no `predictions`"):
+        ensemble([models["maml"], models["maml"]], omniglot_dir, tmp_path)
+
+
+def test_an_ensemble_under_torchrun_is_refused(models, monkeypatch):
+    """Refused before any process group is joined (main would leave a failed rank at once, so the call is direct)."""
+    from metalab.cli import evaluate as evaluate_command
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    args = build_parser().parse_args(["eval", str(models["maml"]), str(models["protonet"])])
+    with pytest.raises(MetalabError, match="without torchrun"):
+        evaluate_command.run_ensemble(args)

@@ -59,7 +59,7 @@ def evaluate_ensemble(paths, ways=None, shots=None, queries=None, steps=None, in
     loaded = [load_trained(path, ways=ways, shots=shots, inner_lr=inner_lr, device=device, threads=threads,
                            val_ways=0) for path in paths]
     configs = [config.replace(queries=queries or EVAL_QUERIES[config.problem]) for config, _, _ in loaded]
-    _check_same_tasks(paths, configs, ways, shots)
+    _check_same_tasks(paths, configs)
     readers = [config for config in configs if not entry(config.method).fixed_support]
     # Omniglot, and a member that takes extra shots (the others read the plain support set); else one line
     check_support_copies(readers[0] if readers else configs[0], support_copies, support_strength)
@@ -108,7 +108,7 @@ def evaluate_ensemble(paths, ways=None, shots=None, queries=None, steps=None, in
     return results
 
 
-def _check_same_tasks(paths, configs: list[Config], ways, shots) -> None:
+def _check_same_tasks(paths, configs: list[Config]) -> None:
     """Every member predicts the queries of the same episodes: one problem, one split or task distribution, the
     same ways and shots (given, or as every member was trained)."""
     first, base = paths[0], configs[0]
@@ -116,11 +116,12 @@ def _check_same_tasks(paths, configs: list[Config], ways, shots) -> None:
         if config.problem != base.problem:
             raise MetalabError(f"{path} models {config.problem} tasks and {first} {base.problem} ones: an ensemble's "
                                "members predict the same queries; pass checkpoints of one problem")
-        if (config.ways, config.shots) != (base.ways, base.shots):
-            flags = " and ".join(flag for flag, theirs, mine in (("--ways", config.ways, base.ways),
-                                                                 ("--shots", config.shots, base.shots)) if theirs != mine)
-            raise MetalabError(f"{path} was trained {config.ways}-way {config.shots}-shot and {first} {base.ways}-way "
-                               f"{base.shots}-shot: pass {flags} to score every member on the same episodes")
+        sizes = ("ways", "shots") if config.problem == "omniglot" else ("shots",)
+        differ = [name for name in sizes if getattr(config, name) != getattr(base, name)]
+        if differ:
+            raise MetalabError(f"{path} was trained {_size_text(config)} and {first} {_size_text(base)}: pass "
+                               f"{' and '.join('--' + name for name in differ)} to score every member on the same "
+                               "episodes")
         if config.problem == "omniglot" and config.split != base.split:
             raise MetalabError(f"{path} was trained on the {config.split} split and {first} on the {base.split} "
                                "split, whose held-out characters differ; pass checkpoints of one split")
@@ -128,6 +129,10 @@ def _check_same_tasks(paths, configs: list[Config], ways, shots) -> None:
             raise MetalabError(f"{path} was trained on other {config.problem} tasks than {first} "
                                f"({regression_tasks(config)} vs {regression_tasks(base)}); pass checkpoints of one "
                                "task distribution")
+
+
+def _size_text(config: Config) -> str:
+    return f"{config.ways}-way {config.shots}-shot" if config.problem == "omniglot" else f"{config.shots}-shot"
 
 
 def _member(path, config: Config, meta: MetaParams, state: dict, learner: Learner | None, steps) -> Member:
@@ -142,6 +147,9 @@ def _member(path, config: Config, meta: MetaParams, state: dict, learner: Learne
                             fix=f"drop it from the ensemble, or pass --ways {trained_ways} (for every member)")
     except WaysMismatch as error:
         raise WaysMismatch(f"{path}: {error}") from error
+    if not hasattr(method, "predictions"):
+        raise MetalabError(f"{path}: its method {config.method} has no `predictions` (methods/method.py), which an "
+                           "ensemble averages; evaluate it alone, or give the method that member")
     reads_copies = not entry(config.method).fixed_support
     step = state.get("step") if isinstance(state.get("step"), int) else None
     return Member(Path(path), config, meta, method, learner, method.eval_steps if steps is None else steps,
