@@ -8,8 +8,10 @@ import numpy as np
 import pytest
 
 from metalab.data import download
+from metalab.data.new_drawers import REDRAWING
 from metalab.data.render import image_points, rasterize, render_drawing, small_drawing
 from metalab.data.render_check import render_iou
+from metalab.data.stroke_augment import augment_strokes
 from metalab.data.strokes import load_strokes, parse_strokes, read_strokes_archive
 from metalab.errors import MetalabError
 
@@ -97,3 +99,43 @@ def test_train_strokes_are_the_train_characters_alone_and_render_like_their_pngs
     assert check["drawings"] == 80 and check["mean_iou_105"] > 0.9 and check["mean_iou_28"] > 0.9
     thin = render_iou(data, few, "train", omniglot_dir, download_missing=False, pen_width=2.0)
     assert thin["mean_iou_105"] < check["mean_iou_105"] - 0.2  # the check can tell a wrong pen apart
+
+
+def _rasterize_segment_by_segment(strokes, size, pen_width, extent=105.0):
+    """The renderer as first written, one segment at a time: the reference of the vectorized one."""
+    radius = pen_width / 2
+    nearest = np.full((size, size), np.inf)
+    for stroke in strokes:
+        points = np.asarray(stroke, dtype=np.float64)
+        for a, b in zip(points[:-1] if len(points) > 1 else points, points[1:] if len(points) > 1 else points):
+            low = np.ceil((np.minimum(a, b) - radius) * size / extent - 0.5).astype(int).clip(0, size)
+            high = np.floor((np.maximum(a, b) + radius) * size / extent - 0.5).astype(int).clip(-1, size - 1)
+            if np.any(high < low):
+                continue
+            columns = (np.arange(low[0], high[0] + 1) + 0.5) * (extent / size)
+            rows = (np.arange(low[1], high[1] + 1) + 0.5) * (extent / size)
+            centres = np.stack(np.meshgrid(columns, rows, indexing="xy"), axis=-1)
+            direction = b - a
+            length2 = float(direction @ direction)
+            along = 0.0 if length2 == 0 else np.clip((centres - a) @ direction / length2, 0, 1)[..., None]
+            distance2 = ((centres - a - along * direction) ** 2).sum(axis=-1)
+            block = nearest[low[1]:high[1] + 1, low[0]:high[0] + 1]
+            np.minimum(block, distance2, out=block)
+    return nearest <= radius**2
+
+
+def test_the_vectorized_renderer_inks_exactly_the_pixels_of_the_segment_loop(minimal, omniglot_dir):
+    data, split = minimal
+    drawings = load_strokes(data, split, "train", omniglot_dir, download_missing=False)[::20]  # 116, every alphabet
+    rng = np.random.default_rng(0)
+    cases = [([image_points(s) for s in d.strokes], 5.0) for d in drawings]
+    for d in drawings:  # re-drawn ones: arbitrary coordinates, other pens, strokes partly off the drawing
+        strokes, pen_width = augment_strokes(d.strokes, rng, REDRAWING)
+        cases.append(([image_points(s) * 1.3 - 10 for s in strokes], pen_width))
+    # dots, a repeated sample, and pixel centres exactly half a pen away (rows 1.5 and 3.5 of a segment on 2.5)
+    cases.append(([np.array([[5.0, 5.0]]), np.array([[7.0, 7.0], [7.0, 7.0], [9.5, 3.25]]),
+                   np.array([[2.0, 2.5], [6.0, 2.5]])], 2.0))
+    for points, pen_width in cases:
+        for size in (105, 28):
+            np.testing.assert_array_equal(rasterize(points, size, pen_width),
+                                          _rasterize_segment_by_segment(points, size, pen_width))

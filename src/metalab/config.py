@@ -30,7 +30,7 @@ CONFIG_POSITIVE = ("ways", "shots", "queries", "hidden", "width", "layers", "mem
 CONFIG_AT_LEAST_ZERO = ("val_ways", "inner_steps", "eval_inner_steps", "first_order_warmup", "threads",
                         "train_alphabets", "seed", "grad_clip", "augment", "sequence_length", "amplitude_min",
                         "amplitude_max", "phase_min", "phase_max", "bias_transformation", "within_alphabet",
-                        "elastic_alpha", "label_smoothing")
+                        "elastic_alpha", "label_smoothing", "stroke_drawers")
 
 
 @dataclass(frozen=True)
@@ -49,6 +49,8 @@ class Config:
     augment: float = 0.0  # strength of random affine distortions of meta-training tasks (data/augment.py); 0: none
     elastic_alpha: float = 0.0  # elastic distortions of meta-training images (data/elastic.py): scale, pixels; 0: none
     elastic_sigma: float = 4.0  # their smoothing, pixels of the 28x28 image (Simard et al.'s MNIST values: 34 and 4)
+    stroke_drawers: int = 0  # K re-drawings of every meta-training drawing from its strokes, new drawers of its class
+    # (data/new_drawers.py); 0: none
     train_alphabets: int = 0  # meta-train on the first N of its alphabets (by name) only, a data-scaling study; 0: all
     # sinusoid tasks A sin(x - phase) of training and validation: A ~ U[amplitude_min, amplitude_max], phase likewise
     amplitude_min: float = 0.1
@@ -103,9 +105,10 @@ class Config:
         if not self.method:
             raise MetalabError("--method must name a method (methods/registry.py), got an empty string")
         if self.problem != "omniglot" and (self.mirrors or self.augment or self.train_alphabets or
-                                           self.within_alphabet or self.elastic_alpha):
-            raise MetalabError("--mirrors, --augment, --elastic-alpha, --train-alphabets and --within-alphabet act "
-                               "on Omniglot's classes; they do not apply to sinusoids or polynomials")
+                                           self.within_alphabet or self.elastic_alpha or self.stroke_drawers):
+            raise MetalabError("--mirrors, --augment, --elastic-alpha, --stroke-drawers, --train-alphabets and "
+                               "--within-alphabet act on Omniglot's classes; they do not apply to sinusoids or "
+                               "polynomials")
         for name in ("amplitude", "phase"):
             low, high = getattr(self, f"{name}_min"), getattr(self, f"{name}_max")
             if low > high:

@@ -33,27 +33,44 @@ def rasterize(strokes: list[np.ndarray], size: int, pen_width: float = PEN_WIDTH
 
     Pixel (i, j) of the output covers [j, j + 1) x [i, i + 1) * extent / size; it is ink when its centre is
     within pen_width / 2 (in the strokes' units) of the polyline of a stroke.
+
+    Vectorized over segments: every (segment, pixel) pair of the pixels whose centres lie in the segment's box,
+    widened by the pen (only those can be within reach), in flat arrays of T pairs. A pixel is ink when any
+    pair reaches it, which is the same as its nearest segment reaching it.
     """
     radius = pen_width / 2
-    nearest = np.full((size, size), np.inf)  # squared distance of each pixel centre to the closest segment
+    a, b = _segments(strokes)  # [S, 2] each
+    low = np.ceil((np.minimum(a, b) - radius) * size / extent - 0.5).astype(int).clip(0, size)  # [S, 2]
+    high = np.floor((np.maximum(a, b) + radius) * size / extent - 0.5).astype(int).clip(-1, size - 1)
+    inside = (high >= low).all(axis=1)  # boxes wholly outside the image hold no pixel
+    a, b, low, high = a[inside], b[inside], low[inside], high[inside]
+    width = high[:, 0] - low[:, 0] + 1  # [S]
+    boxes = width * (high[:, 1] - low[:, 1] + 1)  # [S] pixels in each box
+    segment = np.repeat(np.arange(len(a)), boxes)  # [T]
+    offset = np.arange(boxes.sum()) - np.repeat(np.cumsum(boxes) - boxes, boxes)  # [T] pixel within its box
+    column = low[segment, 0] + offset % width[segment]
+    row = low[segment, 1] + offset // width[segment]
+    x, y = (column + 0.5) * (extent / size), (row + 0.5) * (extent / size)  # [T] pixel centres
+    direction = b - a  # [S, 2]
+    length2 = (direction[:, 0] * direction[:, 0] + direction[:, 1] * direction[:, 1])[segment]  # [T]
+    ax, ay, dx, dy = a[segment, 0], a[segment, 1], direction[segment, 0], direction[segment, 1]
+    with np.errstate(divide="ignore", invalid="ignore"):  # a segment of length 0 (a dot) takes along = 0
+        along = np.where(length2 == 0, 0.0, np.clip(((x - ax) * dx + (y - ay) * dy) / length2, 0, 1))
+    distance2 = (x - ax - along * dx) ** 2 + (y - ay - along * dy) ** 2  # [T] to the closest point of the segment
+    ink = np.zeros(size * size, dtype=bool)
+    ink[(row * size + column)[distance2 <= radius**2]] = True
+    return ink.reshape(size, size)
+
+
+def _segments(strokes: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """The segments of all strokes as (starts, ends), float64 [S, 2] each; a stroke of one sample is one segment
+    from it to itself."""
+    starts, ends = [np.zeros((0, 2))], [np.zeros((0, 2))]
     for stroke in strokes:
         points = np.asarray(stroke, dtype=np.float64)
-        for a, b in zip(points[:-1] if len(points) > 1 else points, points[1:] if len(points) > 1 else points):
-            # Only the pixels whose centres lie in the segment's box, widened by the pen, can be within reach.
-            low = np.ceil((np.minimum(a, b) - radius) * size / extent - 0.5).astype(int).clip(0, size)
-            high = np.floor((np.maximum(a, b) + radius) * size / extent - 0.5).astype(int).clip(-1, size - 1)
-            if np.any(high < low):
-                continue
-            columns = (np.arange(low[0], high[0] + 1) + 0.5) * (extent / size)  # [w]
-            rows = (np.arange(low[1], high[1] + 1) + 0.5) * (extent / size)  # [h]
-            centres = np.stack(np.meshgrid(columns, rows, indexing="xy"), axis=-1)  # [h, w, 2]
-            direction = b - a
-            length2 = float(direction @ direction)
-            along = 0.0 if length2 == 0 else np.clip((centres - a) @ direction / length2, 0, 1)[..., None]
-            distance2 = ((centres - a - along * direction) ** 2).sum(axis=-1)
-            block = nearest[low[1]:high[1] + 1, low[0]:high[0] + 1]
-            np.minimum(block, distance2, out=block)
-    return nearest <= radius**2
+        starts.append(points[:-1] if len(points) > 1 else points)
+        ends.append(points[1:] if len(points) > 1 else points)
+    return np.concatenate(starts), np.concatenate(ends)
 
 
 def render_drawing(strokes: tuple[np.ndarray, ...], pen_width: float = PEN_WIDTH) -> Image.Image:
