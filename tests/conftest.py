@@ -1,5 +1,6 @@
 """Shared fixtures: the real Omniglot archives (read-only) and a private cache folder per session."""
 
+import importlib.util
 import os
 from pathlib import Path
 
@@ -10,6 +11,14 @@ REPO = Path(__file__).resolve().parents[1]
 
 # Tests parametrized over DEVICES run on CPU everywhere and on a GPU where there is one (CI has none).
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device"))]
+
+
+def analysis_script(name: str):
+    """docs/analysis/NAME.py imported as a module (the scripts are not part of the package)."""
+    spec = importlib.util.spec_from_file_location(name, REPO / "docs" / "analysis" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def shared_data_dir() -> Path | None:

@@ -1,19 +1,14 @@
 """docs/analysis/study_pairs.py: checkpoints of two runs of a study paired cell by cell."""
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
-
-SCRIPT = Path(__file__).resolve().parents[1] / "docs" / "analysis" / "study_pairs.py"
+from conftest import analysis_script
 
 
 def study_pairs():
-    spec = importlib.util.spec_from_file_location("study_pairs", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return analysis_script("study_pairs")
 
 
 def write_study(folder: Path, cells: dict[str, dict[str, list[float]]]) -> None:

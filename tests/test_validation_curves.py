@@ -1,19 +1,14 @@
 """docs/analysis/validation_curves.py: validation scores of several runs as a table and a plot."""
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
-
-SCRIPT = Path(__file__).resolve().parents[1] / "docs" / "analysis" / "validation_curves.py"
+from conftest import analysis_script
 
 
 def validation_curves():
-    spec = importlib.util.spec_from_file_location("validation_curves", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return analysis_script("validation_curves")
 
 
 def write_run(folder: Path, vals: dict[int, float]) -> Path:
