@@ -71,9 +71,7 @@ class Config:
     first_order_warmup: int = 0  # MAML: meta-steps of first-order MAML before second order (buys speed)
     imaml_lambda: float = 2.0  # implicit MAML: precision of the Gaussian prior centred at theta (methods/imaml.py)
     cg_steps: int = 5  # implicit MAML: conjugate-gradient steps of its meta-gradient
-    # classification: cross-entropy against labels smoothed toward uniform by this much (Szegedy et al. 2016), in every
-    # loss of the method (a MAML inner loop's too, at training and test alike); 0: plain labels
-    label_smoothing: float = 0.0
+    label_smoothing: float = 0.0  # classification labels smoothed toward uniform, in every loss of the method; 0: none
     # black-box learners (models/blackbox.py); Conv4's width and pooling are `hidden` and `pooling` above
     embedding: str = "conv4"  # how images are embedded: conv4 | pixels (raw, the LSTM homework baseline)
     width: int = 128  # LSTM / controller / encoder / transformer width
@@ -270,8 +268,7 @@ PRESETS: dict[str, Config] = {
     # 5,000 steps (not MAML's 70,000): the budget its results in docs/results.md were trained with
     "sinusoid-snail": _SINUSOID.replace(method="snail", shots=5, grad_clip=10.0, task_batching="loop", sequence_length=6,
                                         steps=5000, val_every=1000, checkpoint_every=1000),
-    # Meta Networks: fast-weight layers of 32 units over two Conv4 bodies of 64 channels with max-pooling (SNAIL's
-    # embedding: 4 points above the presets' 32-channel stride-2 Conv4); 5,000 steps keep it within an hour
+    # Meta Networks: fast-weight layers of 32 units over two of SNAIL's Conv4 (64 channels, max-pooling), 5,000 steps
     "omniglot-5w1s-metanet": _BLACK_BOX.replace(method="metanet", width=32, hidden=64, pooling=True, steps=5000),
     "sinusoid-metanet": _SINUSOID.replace(method="metanet", width=40, grad_clip=10.0, task_batching="loop"),
     "sinusoid-attention": _SINUSOID.replace(method="attention", width=128, grad_clip=10.0, task_batching="loop"),
