@@ -55,6 +55,11 @@ def config_of(fields: dict, path) -> Config:
                            "run") from error
 
 
+def meta_on(meta: dict, device) -> dict:
+    """Meta-parameters {group: {name: tensor}} moved to `device`."""
+    return {group: {name: p.to(device) for name, p in params.items()} for group, params in meta.items()}
+
+
 class WaysMismatch(MetalabError):
     """A checkpoint's network fits only the number of ways it was trained at, and was asked for another."""
 
@@ -85,7 +90,7 @@ def image_method(path, ways: int, shots: int, queries: int, fix: str, **override
                            "checkpoint trained on Omniglot")
     config = config.replace(ways=ways, shots=shots, queries=queries, val_ways=0)
     device = configure_torch(config.threads, config.device)
-    meta = {g: {n: p.to(device) for n, p in ps.items()} for g, ps in meta.items()}
+    meta = meta_on(meta, device)
     return config, meta, method_for(config, meta, state, image_learner(config), path, device, fix)
 
 
@@ -103,7 +108,7 @@ def evaluate_checkpoint(path, ways=None, shots=None, queries=None, steps=None, i
     config = config.replace(queries=queries or EVAL_QUERIES[config.problem])
     check_support_copies(config, support_copies, support_strength)
     device = group.place(configure_torch(config.threads, config.device))
-    meta = {g: {n: p.to(device) for n, p in ps.items()} for g, ps in meta.items()}
+    meta = meta_on(meta, device)
     problem = build_problem(config, data_dir, parts=(part,), held_out_within_alphabet=within_alphabet)
     trained_ways = state["config"].get("ways", Config.ways)
     method = method_for(config, meta, state, problem.learner, path, device,

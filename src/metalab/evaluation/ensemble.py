@@ -21,7 +21,14 @@ from metalab.config import Config
 from metalab.data.episode import TaskDistribution, fixed_episodes
 from metalab.data.support_augment import SupportAugmentedTasks
 from metalab.errors import MetalabError
-from metalab.evaluation.checkpoints import WaysMismatch, check_support_copies, episodes_text, load_trained, method_for
+from metalab.evaluation.checkpoints import (
+    WaysMismatch,
+    check_support_copies,
+    episodes_text,
+    load_trained,
+    meta_on,
+    method_for,
+)
 from metalab.evaluation.report import estimate_text, row_summary
 from metalab.evaluation.score_files import save_score_file
 from metalab.evaluation.stats import paired_difference
@@ -138,7 +145,7 @@ def _size_text(config: Config) -> str:
 def _member(path, config: Config, meta: MetaParams, state: dict, learner: Learner | None, steps) -> Member:
     """The checkpoint read from `path` on `learner` (default: a network of its own config)."""
     device = configure_torch(config.threads, config.device)
-    meta = {g: {n: p.to(device) for n, p in ps.items()} for g, ps in meta.items()}
+    meta = meta_on(meta, device)
     learner = learner or (image_learner(config) if config.problem == "omniglot"
                           else build_problem(config, parts=()).learner)
     trained_ways = state["config"].get("ways", Config.ways)

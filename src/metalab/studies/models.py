@@ -7,7 +7,7 @@ import numpy as np
 
 from metalab.config import Config
 from metalab.data.episode import TaskDistribution, fixed_episodes
-from metalab.evaluation.checkpoints import load_trained, method_for
+from metalab.evaluation.checkpoints import load_trained, meta_on, method_for
 from metalab.evaluation.evaluate import per_episode_scores
 from metalab.methods.learner import Learner
 from metalab.methods.method import MetaParams, Method
@@ -41,7 +41,7 @@ def load_study_model(path, settings: StudySettings, part: str = "test", **overri
     device = configure_torch(config.threads, config.device)
     problem = build_problem(config, settings.data_dir, parts=(part,))
     method = method_for(config, meta, state, problem.learner, path, device, fix="pass a checkpoint of those ways")
-    meta = {g: {n: p.to(device) for n, p in ps.items()} for g, ps in meta.items()}
+    meta = meta_on(meta, device)
     return StudyModel(path, config, meta, method, problem.learner, problem.tasks[part])
 
 
