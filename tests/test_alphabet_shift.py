@@ -13,12 +13,13 @@ from lake_runs import write_lake_runs
 
 from metalab.cli.main import main
 from metalab.data import download
-from metalab.data.classification import alphabet_tasks
+from metalab.data.classification import alphabet_tasks, omniglot_tasks
 from metalab.data.episode import fixed_episodes
 from metalab.data.splits import load_split_data
 from metalab.evaluation.checkpoints import evaluate_checkpoint, image_method
 from metalab.evaluation.evaluate import per_episode_scores
 from metalab.evaluation.lake import evaluate_lake
+from metalab.studies.alphabet_report import PART_NAMES
 from metalab.studies.tables import estimate_cell
 
 EPISODES = 20  # the tiny budget's default
@@ -62,7 +63,8 @@ def test_the_files_and_plots_exist(tiny):
 
 def test_each_number_is_its_episodes_mean_and_interval_and_is_in_the_report(tiny):
     scored = [cell for cell in tiny["cells"].values() if "scores" in cell]
-    assert len(scored) == 6 + 6 + 4  # maml 5-way, average 5-way, average 20-way: groups with enough characters
+    # maml 5-way, average 5-way, average 20-way: groups with enough characters; meta-train's five alphabets and mixed
+    assert len(scored) == 6 + 6 + 4 + 3 * 6
     for cell in scored:
         (row,) = cell["rows"]
         scores = np.array(cell["scores"])
@@ -70,7 +72,7 @@ def test_each_number_is_its_episodes_mean_and_interval_and_is_in_the_report(tiny
         assert row["mean"] == pytest.approx(scores.mean())
         assert row["ci95"] == pytest.approx(1.96 * scores.std(ddof=1) / math.sqrt(scores.size))
         line = next(line for line in tiny["report"].splitlines()
-                    if line.startswith(f"| meta-{'validation' if row['part'] == 'val' else 'test'} | "
+                    if line.startswith(f"| {PART_NAMES[row['part']]} | "
                                        f"{'mixed' if row['alphabet'] == 'mixed' else 'within ' + row['alphabet']} |")
                     and f"{row['ways']}-way" in _section_of(tiny["report"], line))
         assert estimate_cell(row["mean"], row["ci95"], "accuracy") in line
@@ -112,14 +114,27 @@ def test_groups_without_episodes_and_models_without_twenty_ways_say_so(tiny):
     assert maml["note"] == "cannot do 20-way: trained 5-way"
     assert "Greek of meta-validation (2)" in tiny["report"] and "n/a (cannot do 20-way: trained 5-way)" in tiny["report"]
     assert {row["seen"] for row in rows(tiny, part="val")} == {"yes"} and {row["seen"] for row in rows(tiny, part="test")} == {"no"}
+    assert {row["seen"] for row in rows(tiny, part="train")} == {"yes"}
 
 
-def test_the_seen_unseen_gap_is_the_difference_of_the_mixed_cells(tiny):
+def test_the_ladder_holds_each_rung_and_the_drops_between_them(tiny):
     for method, ways in (("maml", 5), ("average", 5), ("average", 20)):
-        (val,) = rows(tiny, method=method, ways=ways, part="val", alphabet="mixed")
-        (test,) = rows(tiny, method=method, ways=ways, part="test", alphabet="mixed")
-        gap = f"{100 * (val['mean'] - test['mean']):+.2f} ± {100 * math.hypot(val['ci95'], test['ci95']):.2f}"
-        assert f"| {method} ({method}) | {ways} | " in tiny["report"] and gap in tiny["report"]
+        mixed = {part: rows(tiny, method=method, ways=ways, part=part, alphabet="mixed")[0] for part in PART_NAMES}
+        line = next(line for line in tiny["report"].splitlines() if line.startswith(f"| {method} ({method}) | {ways} | "))
+        for upper, lower in (("train", "val"), ("val", "test")):
+            a, b = mixed[upper], mixed[lower]
+            assert estimate_cell(a["mean"], a["ci95"], "accuracy") in line
+            drop = f"{100 * (a['mean'] - b['mean']):+.2f} ± {100 * math.hypot(a['ci95'], b['ci95']):.2f}"
+            assert drop in line
+
+
+def test_meta_train_episodes_are_upright_drawings_of_the_training_characters(tiny, data_with_lake):
+    data, split = load_split_data("minimal", data_with_lake, download_missing=False)
+    _, meta, method = image_method(tiny["average"], 5, 1, 15, "", threads=1)
+    tasks = omniglot_tasks(data, split, "train", 5, 1, 15, rotations=(0,))
+    scores = per_episode_scores(meta, method, fixed_episodes(tasks, 0, EPISODES), method.eval_steps)[-1]
+    (row,) = rows(tiny, method="average", ways=5, part="train", alphabet="mixed")
+    assert row["characters"] == len(split.part("train")) and row["mean"] == pytest.approx(scores.mean())
 
 
 def test_lake_benchmark_table_holds_metalab_eval_s_errors(tiny, data_with_lake, capsys):

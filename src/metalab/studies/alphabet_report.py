@@ -1,5 +1,5 @@
-"""The alphabet-shift report: accuracy per alphabet and model (tables and bar plots with 95% intervals), the gap
-between seen and unseen alphabets, and Lake's benchmark per run."""
+"""The alphabet-shift report: accuracy per alphabet and model (tables and bar plots with 95% intervals), the
+generalization ladder (meta-train, seen alphabets, unseen alphabets) and Lake's benchmark per run."""
 
 import math
 from pathlib import Path
@@ -14,7 +14,7 @@ from metalab.evaluation.lake import PUBLISHED  # noqa: E402
 from metalab.plots import save_png  # noqa: E402
 from metalab.studies.tables import difference_cell, estimate_cell, markdown_table  # noqa: E402
 
-PART_NAMES = {"val": "meta-validation", "test": "meta-test"}
+PART_NAMES = {"train": "meta-train", "val": "meta-validation", "test": "meta-test"}
 MIXED = "mixed"  # the group of a part's episodes whose classes come from any of its alphabets
 
 
@@ -30,7 +30,7 @@ def write_report(results: dict[str, dict], out: Path) -> str:
         if any("mean" in row for row in at):
             plot = _bars(at, models, out / f"alphabet_shift_{ways}way.png", ways)
             sections.append(f"![{ways}-way accuracy per alphabet]({plot.name})\n")
-    sections.append(_gap_table(rows, models))
+    sections.append(_ladder_table(rows, models))
     sections.append(_lake_section(results))
     return "\n".join(sections)
 
@@ -38,8 +38,9 @@ def write_report(results: dict[str, dict], out: Path) -> str:
 def _introduction(episodes: list[int]) -> str:
     counted = " or ".join(map(str, episodes)) or "no"
     return ("Accuracy (%) ± 95% interval over " + counted + " episodes per cell (1 shot, 15 queries per class), "
-            "after each method's evaluation steps, on the same episodes for every model. Meta-validation holds "
-            "characters no model was meta-trained on; the column *seen* says whether their alphabet is one of "
+            "after each method's evaluation steps, on the same episodes for every model. Meta-train episodes are "
+            "of the characters and drawings the models were meta-trained on (upright, undistorted); meta-validation "
+            "holds characters no model was meta-trained on; the column *seen* says whether their alphabet is one of "
             "meta-training's (on the minimal split the validation characters are drawn from the training "
             "alphabets, on the lake split they are 5 held-out alphabets). *within one alphabet*: all N classes "
             "of an episode from that alphabet, as in Lake's benchmark; *mixed*: classes from any alphabet of the "
@@ -103,7 +104,7 @@ def _bars(rows: list[dict], models: list[str], path: Path, ways: int) -> Path:
     labels = [f"{a}\n{PART_NAMES[p]}\nseen: {seen[(p, a)]}" for p, a in groups]
     ax.set_xticks(x, labels, fontsize=7)
     boundary = [k for k in range(1, len(groups)) if groups[k][0] != groups[k - 1][0]]
-    for k in boundary:  # meta-validation groups on the left, meta-test on the right
+    for k in boundary:  # one part after another: meta-train, meta-validation, meta-test
         ax.axvline(k - 0.5, color="black", linewidth=0.8)
     ax.axhline(100 / ways, color="grey", linestyle=":", linewidth=1, label=f"chance ({100 / ways:g}%)")
     ax.set(ylabel="query accuracy (%)", ylim=(0, 118), yticks=range(0, 101, 20),
@@ -113,23 +114,32 @@ def _bars(rows: list[dict], models: list[str], path: Path, ways: int) -> Path:
     return save_png(fig, path)
 
 
-def _gap_table(rows: list[dict], models: list[str]) -> str:
-    """Mixed meta-validation minus mixed meta-test accuracy for each model and ways: different episodes, so the
-    interval of the difference is sqrt(ci_val^2 + ci_test^2), not a paired one."""
+def _ladder_table(rows: list[dict], models: list[str]) -> str:
+    """Mixed episodes of each part side by side, and the drop from each rung to the next. The episodes of two parts
+    differ, so a drop's interval is sqrt(ci_a^2 + ci_b^2), that of two independent means."""
     lines = []
     for ways in sorted({row["ways"] for row in rows}):
         for model in models:
             mixed = {row["part"]: row for row in rows
                      if row["ways"] == ways and row["model"] == model and row["alphabet"] == MIXED}
-            val, test = mixed.get("val", {}), mixed.get("test", {})
-            if "mean" in val and "mean" in test:
-                gap = difference_cell(val["mean"] - test["mean"], math.hypot(val["ci95"], test["ci95"]), "accuracy")
-                lines.append([model, ways, _cell(val), _cell(test), gap])
+            if not any("mean" in row for row in mixed.values()):
+                continue
+            rungs = [_cell(mixed[part]) if part in mixed else "" for part in PART_NAMES]
+            drops = [_drop(mixed.get(a, {}), mixed.get(b, {})) for a, b in (("train", "val"), ("val", "test"))]
+            lines.append([model, ways, *rungs, *drops])
+    head = "## The generalization ladder (mixed episodes)\n\n"
     if not lines:
-        return "## Seen against unseen alphabets\n\nNo model has both mixed groups at any number of ways.\n"
-    return ("## Seen against unseen alphabets (mixed episodes)\n\nMeta-validation minus meta-test accuracy, in "
-            "points; the episodes differ, so the interval is that of two independent means.\n\n"
-            + markdown_table(["model", "ways", "meta-validation", "meta-test", "difference (val - test)"], lines))
+        return head + "No model has a number at any rung.\n"
+    return (head + "Accuracy on the characters trained on, on new characters of the same alphabets and on unseen "
+            "alphabets; a drop is the upper rung minus the lower, in points, with the interval of two independent "
+            "means (the episodes differ).\n\n"
+            + markdown_table(["model", "ways", *PART_NAMES.values(), "drop train - val", "drop val - test"], lines))
+
+
+def _drop(upper: dict, lower: dict) -> str:
+    if "mean" not in upper or "mean" not in lower:
+        return ""
+    return difference_cell(upper["mean"] - lower["mean"], math.hypot(upper["ci95"], lower["ci95"]), "accuracy")
 
 
 def _lake_section(results: dict[str, dict]) -> str:

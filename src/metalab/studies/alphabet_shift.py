@@ -1,8 +1,10 @@
-"""Study alphabet-shift: new characters of alphabets seen in meta-training against alphabets never seen, per
-alphabet, for every method; and Lake's 20-way within-alphabet one-shot benchmark when all_runs.zip is present.
+"""Study alphabet-shift: the generalization ladder, per alphabet, for every method: the characters of meta-training,
+new characters of alphabets seen in meta-training, alphabets never seen; and Lake's 20-way within-alphabet one-shot
+benchmark when all_runs.zip is present.
 
 For each checkpoint, at 5 and 20 ways (1 shot, 15 queries per class), one cell per group of episodes of the
-meta-validation and meta-test parts: within one alphabet of the part (all N classes from one script, as in Lake's
+meta-train (upright drawings, no augmentation: how well the model fits what it was trained on), meta-validation
+and meta-test parts: within one alphabet of the part (all N classes from one script, as in Lake's
 benchmark: similar characters to tell apart), and mixed (classes from any alphabet of the part, as in
 meta-training). A group with fewer characters than ways, or a model whose network fits only the ways it was
 trained at, gives a row that says so instead of a number. The episodes of a cell depend only on the split, the
@@ -31,7 +33,7 @@ from metalab.studies.tables import estimate_row
 
 WAYS = (5, 20)
 SHOTS = 1
-PARTS = ("val", "test")
+PARTS = ("train", "val", "test")  # the ladder's rungs
 # What --train builds: MAML and the feedforward + average learner, 5-way 1-shot, on the minimal split. quick: both
 # trained and the study evaluated in under 30 minutes on 2 cores (docs/results.md has the measured time).
 TRAINED = {"maml": "omniglot-5w1s-maml", "average": "omniglot-5w1s-average"}
@@ -61,7 +63,7 @@ class Group:
 
 
 def groups_of(data, split) -> list[Group]:
-    """Every alphabet of meta-validation and meta-test, then each part's mixed group."""
+    """Every alphabet of each part, then the part's mixed group."""
     trained = set(alphabet_counts(split, data, "train"))
     groups = []
     for part in PARTS:
@@ -79,7 +81,7 @@ def model_label(path: Path, config: Config) -> str:
 
 class AlphabetShift:
     name = "alphabet-shift"
-    summary = ("meta-validation (seen alphabets) against meta-test (unseen alphabets), per alphabet, 5- and 20-way; "
+    summary = ("the ladder meta-train, meta-validation (seen alphabets), meta-test (unseen), per alphabet, 5- and 20-way; "
                "Lake's 20-way benchmark when all_runs.zip is present")
 
     def train(self, budget: str, out: Path, threads: int, data_dir=None) -> list[Path]:
@@ -108,7 +110,7 @@ class AlphabetShift:
         @functools.lru_cache(maxsize=1)  # cells run group by group: one group's images at a time
         def tasks(group: Group, ways: int):
             if group.alphabet == MIXED:
-                return omniglot_tasks(data, split, group.part, ways, SHOTS, EVAL_QUERIES["omniglot"])
+                return omniglot_tasks(data, split, group.part, ways, SHOTS, EVAL_QUERIES["omniglot"], rotations=(0,))
             return alphabet_tasks(data, split, group.part, group.alphabet, ways, SHOTS, EVAL_QUERIES["omniglot"])
 
         def compute(i: int, group: Group, ways: int) -> dict:
