@@ -9,6 +9,7 @@ import dataclasses
 import math
 import re
 from dataclasses import dataclass
+from typing import Self
 
 from metalab.errors import MetalabError
 
@@ -30,11 +31,18 @@ CONFIG_POSITIVE = ("ways", "shots", "queries", "hidden", "width", "layers", "mem
 CONFIG_AT_LEAST_ZERO = ("val_ways", "inner_steps", "eval_inner_steps", "first_order_warmup", "threads",
                         "train_alphabets", "seed", "grad_clip", "augment", "sequence_length", "amplitude_min",
                         "amplitude_max", "phase_min", "phase_max", "bias_transformation", "within_alphabet",
-                        "elastic_alpha", "label_smoothing", "stroke_drawers")
+                        "elastic_alpha", "label_smoothing", "stroke_drawers", "stroke_characters")
+IMAGE_OPTIONS = ("mirrors", "augment", "elastic_alpha", "stroke_drawers", "stroke_characters", "train_alphabets",
+                 "within_alphabet")  # they act on Omniglot's classes: refused for regression problems
+
+
+class Settings:
+    def replace(self, **changes) -> Self:
+        return dataclasses.replace(self, **changes)
 
 
 @dataclass(frozen=True)
-class Config:
+class Config(Settings):
     # problem
     problem: str = "omniglot"  # omniglot | sinusoid | polynomial (cubic, data/polynomial.py)
     split: str = "minimal"  # omniglot class split: minimal | lake | vinyals
@@ -51,6 +59,7 @@ class Config:
     elastic_sigma: float = 4.0  # their smoothing, pixels of the 28x28 image (Simard et al.'s MNIST values: 34 and 4)
     stroke_drawers: int = 0  # K re-drawings of every meta-training drawing from its strokes, new drawers of its class
     # (data/new_drawers.py); 0: none
+    stroke_characters: int = 0  # M new meta-training characters, halves of two of one alphabet (data/new_characters.py)
     train_alphabets: int = 0  # meta-train on the first N of its alphabets (by name) only, a data-scaling study; 0: all
     # sinusoid tasks A sin(x - phase) of training and validation: A ~ U[amplitude_min, amplitude_max], phase likewise
     amplitude_min: float = 0.1
@@ -102,11 +111,12 @@ class Config:
         _check_numbers(self, positive=CONFIG_POSITIVE, at_least_zero=CONFIG_AT_LEAST_ZERO)
         if not self.method:
             raise MetalabError("--method must name a method (methods/registry.py), got an empty string")
-        if self.problem != "omniglot" and (self.mirrors or self.augment or self.train_alphabets or
-                                           self.within_alphabet or self.elastic_alpha or self.stroke_drawers):
-            raise MetalabError("--mirrors, --augment, --elastic-alpha, --stroke-drawers, --train-alphabets and "
-                               "--within-alphabet act on Omniglot's classes; they do not apply to sinusoids or "
-                               "polynomials")
+        if self.problem != "omniglot" and any(getattr(self, name) for name in IMAGE_OPTIONS):
+            raise MetalabError(f"{', '.join('--' + _flag(name) for name in IMAGE_OPTIONS)} act on Omniglot's classes; "
+                               "they do not apply to sinusoids or polynomials")
+        if self.stroke_drawers and self.stroke_characters:
+            raise MetalabError("--stroke-drawers re-draws the data set's own drawings, not --stroke-characters' new "
+                               "ones: use one of the two")
         for name in ("amplitude", "phase"):
             low, high = getattr(self, f"{name}_min"), getattr(self, f"{name}_max")
             if low > high:
@@ -122,12 +132,9 @@ class Config:
             raise MetalabError("--val-ways sets the ways of Omniglot's validation episodes; regression tasks have none")
         check_device(self.device)
 
-    def replace(self, **changes) -> "Config":
-        return dataclasses.replace(self, **changes)
-
 
 @dataclass(frozen=True)
-class PretrainConfig:
+class PretrainConfig(Settings):
     problem: str = "omniglot"  # omniglot | sinusoid
     split: str = "minimal"  # omniglot: minimal | lake | vinyals; its meta-train characters are the classes
     rotations: bool = True  # omniglot: rotated characters (90/180/270) as extra classes, as in meta-training
@@ -153,12 +160,9 @@ class PretrainConfig:
                        at_least_zero=("weight_decay", "threads", "seed"))
         check_device(self.device)
 
-    def replace(self, **changes) -> "PretrainConfig":
-        return dataclasses.replace(self, **changes)
-
 
 @dataclass(frozen=True)
-class FinetuneConfig:
+class FinetuneConfig(Settings):
     """Fine-tuning on each task's support set (methods/finetune.py)."""
 
     head_init: str = "class_means"  # zero | class_means | normalized_class_means | keep
@@ -176,9 +180,6 @@ class FinetuneConfig:
         _check_choices(self, {"head_init": HEAD_INITS, "optimizer": ("sgd", "adam")})
         _check_numbers(self, positive=(), at_least_zero=("steps", "head_lr", "body_lr", "layer_decay",
                                                         "freeze_blocks", "unfreeze_every", "weight_decay"))
-
-    def replace(self, **changes) -> "FinetuneConfig":
-        return dataclasses.replace(self, **changes)
 
 
 def _check_choices(config, choices: dict[str, tuple]) -> None:

@@ -6,6 +6,7 @@ from metalab.config import Config
 from metalab.data.augment import AugmentedTasks
 from metalab.data.classification import ROTATIONS, omniglot_tasks
 from metalab.data.episode import TaskDistribution
+from metalab.data.new_characters import with_new_characters
 from metalab.data.new_drawers import with_new_drawers
 from metalab.data.polynomial import PolynomialTasks
 from metalab.data.sinusoid import SinusoidTasks
@@ -45,18 +46,21 @@ def build_problem(config: Config, data_dir=None, parts=("train", "val", "test"),
     data, split = load_split_data(config.split, data_dir)
     if config.train_alphabets:
         split = keep_train_alphabets(split, data, config.train_alphabets)
-    # Only the meta-train part's drawings get re-drawings; the other parts keep the bank as it is.
-    train_data = with_new_drawers(data, split, config.stroke_drawers, config.seed, data_dir) \
-        if config.stroke_drawers and "train" in parts else data
+    # Only the meta-train part gets re-drawings and new characters; the other parts keep the bank as it is.
+    train_data, train_split = data, split
+    if "train" in parts and config.stroke_characters:
+        train_data, train_split = with_new_characters(data, split, config.stroke_characters, config.seed, data_dir)
+    if "train" in parts and config.stroke_drawers:
+        train_data = with_new_drawers(data, split, config.stroke_drawers, config.seed, data_dir)
     tasks = {}
     for part in parts:
         training = part == "train"
         rotations = ROTATIONS if (training and config.rotations) else (0,)
         ways = config.val_ways if part == "val" and config.val_ways else config.ways
         within = config.within_alphabet if training else held_out_within_alphabet
-        tasks[part] = omniglot_tasks(train_data if training else data, split, part, ways, config.shots,
-                                     config.queries, rotations, mirrors=training and config.mirrors,
-                                     within_alphabet=within)
+        tasks[part] = omniglot_tasks(train_data if training else data, train_split if training else split, part,
+                                     ways, config.shots, config.queries, rotations,
+                                     mirrors=training and config.mirrors, within_alphabet=within)
         if training and (config.augment > 0 or config.elastic_alpha > 0):
             elastic = (config.elastic_alpha, config.elastic_sigma) if config.elastic_alpha > 0 else None
             tasks[part] = AugmentedTasks(tasks[part], config.augment, elastic)

@@ -26,13 +26,11 @@ import hashlib
 
 import numpy as np
 
-from metalab.data import download, paths
-from metalab.data.archives import ARCHIVES
 from metalab.data.omniglot import Omniglot, Preprocessing
 from metalab.data.render import small_drawing
 from metalab.data.splits import Split
 from metalab.data.stroke_augment import StrokeAugment, augment_strokes
-from metalab.data.strokes import STROKES_OF, load_strokes
+from metalab.data.strokes import ensure_train_strokes, load_strokes
 from metalab.errors import MetalabError
 
 REDRAWING = StrokeAugment(pen_width=(3.5, 6.5), jitter=2.0, jitter_span=20, stroke_rotation=0.15,
@@ -54,7 +52,7 @@ def with_new_drawers(data: Omniglot, split: Split, count: int, seed: int, data_d
     if count == 0:
         return Omniglot(data.images[originals], data.character[originals], data.drawer[originals],
                         data.characters, data.archives)
-    _ensure_strokes(data, split, data_dir, download_missing)
+    ensure_train_strokes(data, split, data_dir, download_missing, "--stroke-drawers")
     strokes = {(d.character, d.drawer): d.strokes
                for d in load_strokes(data, split, "train", data_dir, download_missing=False)}
     stride = int(data.drawer.max())
@@ -86,21 +84,3 @@ def redrawing_generator(seed: int, character: str, drawer: int, number: int) -> 
     """The random numbers of one re-drawing, from (seed, character name, drawer, number) alone."""
     name = int.from_bytes(hashlib.sha256(character.encode()).digest()[:8], "little")
     return np.random.default_rng(np.random.SeedSequence([seed, name, drawer, number]))
-
-
-def _ensure_strokes(data: Omniglot, split: Split, data_dir, download_missing: bool) -> None:
-    """The strokes archives of the meta-train characters are in the data folder (fetched if allowed), or a
-    one-line MetalabError naming them."""
-    names = sorted({STROKES_OF[a] for c in split.train for a in data.archives[c] if a in STROKES_OF})
-    folder = paths.data_dir(data_dir)
-    missing = [name for name in names if not (folder / ARCHIVES[name].filename).exists()]
-    try:
-        download.ensure_archives(names, folder, download=download_missing)
-    except MetalabError as error:
-        if not missing:
-            raise  # there but not the official file: its own message says so
-        files = " and ".join(f"{ARCHIVES[n].filename} ({ARCHIVES[n].url})" for n in missing)
-        one = len(missing) == 1
-        raise MetalabError(f"--stroke-drawers renders the meta-train drawings from their strokes, but {files} "
-                           f"{'is' if one else 'are'} not in {folder} and could not be fetched: run `metalab data "
-                           f"fetch --all`, or download {'it' if one else 'them'} there yourself") from error

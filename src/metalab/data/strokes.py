@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from metalab.data import download, paths
+from metalab.data.archives import ARCHIVES
 from metalab.data.omniglot import Omniglot
 from metalab.data.splits import Split
 from metalab.errors import MetalabError
@@ -106,3 +107,21 @@ def load_strokes(data: Omniglot, split: Split, part: str, data_dir=None, downloa
         for drawing in read_strokes_archive(path, wanted):
             drawings.setdefault((drawing.character, drawing.drawer), drawing)  # Greek and Latin are in both
     return [drawings[key] for key in sorted(drawings)]
+
+
+def ensure_train_strokes(data: Omniglot, split: Split, data_dir, download_missing: bool, option: str) -> None:
+    """The strokes archives of the meta-train characters are in the data folder (fetched if allowed), or a
+    one-line MetalabError naming them and the `option` that reads them."""
+    names = sorted({STROKES_OF[a] for c in split.train for a in data.archives[c] if a in STROKES_OF})
+    folder = paths.data_dir(data_dir)
+    missing = [name for name in names if not (folder / ARCHIVES[name].filename).exists()]
+    try:
+        download.ensure_archives(names, folder, download=download_missing)
+    except MetalabError as error:
+        if not missing:
+            raise  # there but not the official file: its own message says so
+        files = " and ".join(f"{ARCHIVES[n].filename} ({ARCHIVES[n].url})" for n in missing)
+        one = len(missing) == 1
+        raise MetalabError(f"{option} renders the meta-train drawings from their strokes, but {files} "
+                           f"{'is' if one else 'are'} not in {folder} and could not be fetched: run `metalab data "
+                           f"fetch --all`, or download {'it' if one else 'them'} there yourself") from error
