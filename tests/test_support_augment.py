@@ -72,12 +72,34 @@ def test_no_copies_is_the_episode_itself():
     assert torch.equal(generator.get_state(), state)  # nothing drawn
 
 
-@pytest.mark.parametrize("copies, strength", [(-1, 1.0), (1.5, 1.0), (True, 1.0), (1, 0.0), (1, 2.5),
-                                              (1, float("nan"))])
-def test_bad_settings_are_one_line_errors(copies, strength):
+@pytest.mark.parametrize("copies, strength, kind", [(-1, 1.0, "affine"), (1.5, 1.0, "affine"), (True, 1.0, "affine"),
+                                                    (1, 0.0, "affine"), (1, 2.5, "affine"), (1, float("nan"), "affine"),
+                                                    (1, 1.0, "elastic"), (1, 0.5, "shift")])
+def test_bad_settings_are_one_line_errors(copies, strength, kind):
     with pytest.raises(MetalabError, match="--support-augment") as error:
-        SupportAugmentedTasks(random_tasks(), copies, strength)
+        SupportAugmentedTasks(random_tasks(), copies, strength, kind)
     assert "\n" not in str(error.value)
+
+
+def test_shift_copies_are_their_images_moved_by_whole_pixels_in_order():
+    """Copy k: the k-th of the 8 neighbouring positions (right, left, down, up, diagonals), 2 pixels from copy 9 on;
+    checked against numpy's roll with the wrapped-around rows and columns blanked."""
+    episode = random_tasks().sample(generator_for(0, 1), 2)
+    generator = generator_for(0, 2)
+    state = generator.get_state()
+    grown = augment_support(episode, generator, 10, kind="shift")
+    assert torch.equal(generator.get_state(), state)  # nothing drawn: the copies are fixed
+    moves = [(0, 1), (0, -1), (1, 0), (-1, 0), (1, 1), (1, -1), (-1, 1), (-1, -1), (0, 2), (0, -2)]
+    size = WAYS * SHOTS
+    for copy, (rows, columns) in enumerate(moves, 1):
+        expected = np.roll(episode.support_x.numpy(), (rows, columns), axis=(-2, -1))
+        if rows:
+            expected[..., slice(0, rows) if rows > 0 else slice(rows, None), :] = 0
+        if columns:
+            expected[..., :, slice(0, columns) if columns > 0 else slice(columns, None)] = 0
+        np.testing.assert_array_equal(grown.support_x[:, copy * size:(copy + 1) * size].numpy(), expected)
+        assert torch.equal(grown.support_y[:, copy * size:(copy + 1) * size], episode.support_y)
+    assert torch.equal(grown.support_x[:, :size], episode.support_x) and torch.equal(grown.query_x, episode.query_x)
 
 
 def test_prototypes_of_exact_copies_are_the_prototypes_of_the_originals():
@@ -125,13 +147,20 @@ def test_eval_with_no_copies_scores_bitwise_alike_and_copies_save_scores(trained
     assert np.array_equal(plain, zero)
     code, copied, results = evaluate(trained, omniglot_dir, tmp_path, "copies", "--support-augment", "2")
     assert code == 0 and copied.shape == plain.shape and not np.array_equal(copied, plain)
-    assert results["support_augment"] == {"copies": 2, "strength": 1.0} and results["cpu_seconds"] > 0
+    assert results["support_augment"] == {"copies": 2, "strength": 1.0, "kind": "affine"} and results["cpu_seconds"] > 0
     assert "15 adaptation images per task" in capsys.readouterr().out
     assert main(["compare", str(tmp_path / "copies.npy"), str(tmp_path / "plain.npy")]) == 0
+    code, shifted, results = evaluate(trained, omniglot_dir, tmp_path, "shifted", "--support-augment", "2",
+                                      "--support-augment-kind", "shift")
+    assert code == 0 and not np.array_equal(shifted, copied) and results["support_augment"]["kind"] == "shift"
+    assert "2 copies moved by whole pixels of each image" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("flags", [["--support-augment", "-1"], ["--support-augment-strength", "0.5"],
                                    ["--support-augment", "1", "--support-augment-strength", "0"],
+                                   ["--support-augment-kind", "shift"],
+                                   ["--support-augment", "1", "--support-augment-kind", "shift",
+                                    "--support-augment-strength", "0.5"],
                                    ["--support-augment", "1", "--benchmark", "lake"]])
 def test_bad_eval_flags_exit_2_with_one_line(trained, omniglot_dir, tmp_path, capsys, flags):
     assert evaluate(trained, omniglot_dir, tmp_path, "bad", *flags)[0] == 2

@@ -26,6 +26,9 @@ def add_commands(commands) -> None:
                     "(affine, in --augment's ranges, drawn from --seed; queries untouched; default 0: none)")
     ev.add_argument("--support-augment-strength", type=float, metavar="S", help="scale of those distortions' ranges "
                     "(default 1: those of training's --augment 1)")
+    ev.add_argument("--support-augment-kind", choices=("affine", "shift"), help="affine (default): the distortions "
+                    "above; shift: each copy its image moved by whole pixels to a neighbouring position, no resampling "
+                    "(for networks trained with --elastic-alpha)")
     ev.add_argument("--benchmark", choices=("lake",), help="lake: Lake's 20 runs of 20-way within-alphabet one-shot "
                     "classification (all_runs.zip in the data folder, fetched when missing): error %% per run")
     ev.add_argument("--no-download", action="store_true", help="with --benchmark: fail if all_runs.zip is missing")
@@ -58,9 +61,11 @@ def run_eval(args) -> None:
     check_numbers({name: getattr(args, name) for name in ("steps", "seed", "threads", "within_alphabet",
                                                           "support_augment")
                    if getattr(args, name) is not None}, positive=False)
-    if args.support_augment_strength is not None and not args.support_augment:
-        raise MetalabError("--support-augment-strength scales the distortions of --support-augment COPIES: add "
-                           "--support-augment (1 or more copies) or drop it")
+    for flag, value in (("--support-augment-strength", args.support_augment_strength),
+                        ("--support-augment-kind", args.support_augment_kind)):
+        if value is not None and not args.support_augment:
+            raise MetalabError(f"{flag} sets the copies of --support-augment COPIES: add --support-augment (1 or more "
+                               "copies) or drop it")
     for flag, path in (("--save-scores", args.save_scores), ("--json", args.json)):
         if path:
             check_writable(path, flag)  # before the evaluation, not after it
@@ -96,7 +101,8 @@ def _settings(args) -> dict:
                 episodes=args.episodes or 1000, seed=args.seed, part=args.part or "test", data_dir=args.data_dir,
                 save_scores=args.save_scores, device=args.device, threads=args.threads,
                 within_alphabet=args.within_alphabet or 0.0, support_copies=args.support_augment or 0,
-                support_strength=1.0 if args.support_augment_strength is None else args.support_augment_strength)
+                support_strength=1.0 if args.support_augment_strength is None else args.support_augment_strength,
+                support_kind=args.support_augment_kind or "affine")
 
 
 def _write_json(path, results: dict) -> None:

@@ -8,43 +8,77 @@ scale of a new character, then the small rotation and shift of a new drawing): a
 drawing several ways, as augmentation showed the network during training. Queries are untouched, and the
 distortions are drawn from the task's own generator after the task itself, so the episodes (and their
 queries) are those of the plain distribution with the same seed: scores pair episode by episode with copies=0.
+
+kind="shift" makes copies without resampling: copy k is its image moved by whole pixels, to the 8 neighbouring
+positions in turn (right, left, down, up, then the diagonals; 2 pixels for copies 9-16, ...), ink leaving the
+frame lost and blank coming in. A network trained on resampled drawings (elastic distortions) reads the slight
+blur of bilinearly warped copies as a difference between support and queries, which whole-pixel moves do not
+add (docs/results.md).
 """
 
 import torch
+import torch.nn.functional as F
 
 from metalab.data.augment import random_linear_maps, warp_images
 from metalab.data.episode import Episode, TaskDistribution
 from metalab.errors import MetalabError
 
+KINDS = ("affine", "shift")
+NEIGHBOURS = ((0, 1), (0, -1), (1, 0), (-1, 0), (1, 1), (1, -1), (-1, 1), (-1, -1))  # (rows, columns) of a move
 
-def check_support_augment(copies: int, strength: float) -> None:
+
+def check_support_augment(copies: int, strength: float, kind: str = "affine") -> None:
     if isinstance(copies, bool) or not isinstance(copies, int) or copies < 0:
         raise MetalabError(f"--support-augment (distorted copies per support image) must be an integer >= 0, "
                            f"got {copies}")
     if not 0 < strength <= 2:
         raise MetalabError(f"--support-augment-strength must be in (0, 2] (1: the ranges of --augment), got {strength}")
+    if kind not in KINDS:
+        raise MetalabError(f"--support-augment-kind must be one of {KINDS}, got {kind!r}")
+    if kind == "shift" and strength != 1.0:
+        raise MetalabError("--support-augment-strength scales affine copies; shift copies move by whole pixels: drop it")
 
 
-def augment_support(episode: Episode, generator: torch.Generator, copies: int, strength: float = 1.0) -> Episode:
-    """The episode with `copies` distorted copies of every support image appended, labels repeated; copies=0
-    returns it unchanged (and draws nothing)."""
-    check_support_augment(copies, strength)
+def augment_support(episode: Episode, generator: torch.Generator, copies: int, strength: float = 1.0,
+                    kind: str = "affine") -> Episode:
+    """The episode with `copies` copies of every support image appended (affine: distorted; shift: moved by whole
+    pixels), labels repeated; copies=0 returns it unchanged. Only affine copies draw from the generator."""
+    check_support_augment(copies, strength, kind)
     if copies == 0:
         return episode
     support_x, support_y, query_x, query_y = episode
-    batch, size = support_y.shape
-    repeated = support_x.repeat(1, copies, *[1] * (support_x.dim() - 2))  # [B, S*copies, ...], copy-major
-    warped = warp_images(repeated, random_linear_maps(generator, (batch, size * copies), strength), generator,
-                         strength)
-    return Episode(torch.cat([support_x, warped], dim=1), support_y.repeat(1, 1 + copies), query_x, query_y)
+    if kind == "shift":
+        copied = torch.cat([_moved(support_x, *_move(copy)) for copy in range(copies)], dim=1)
+    else:
+        batch, size = support_y.shape
+        repeated = support_x.repeat(1, copies, *[1] * (support_x.dim() - 2))  # [B, S*copies, ...], copy-major
+        copied = warp_images(repeated, random_linear_maps(generator, (batch, size * copies), strength), generator,
+                             strength)
+    return Episode(torch.cat([support_x, copied], dim=1), support_y.repeat(1, 1 + copies), query_x, query_y)
+
+
+def _move(copy: int) -> tuple[int, int]:
+    """Copy k's move (rows, columns): the 8 neighbouring positions in turn one pixel away, then two, ..."""
+    rows, columns = NEIGHBOURS[copy % len(NEIGHBOURS)]
+    distance = copy // len(NEIGHBOURS) + 1
+    return rows * distance, columns * distance
+
+
+def _moved(x: torch.Tensor, rows: int, columns: int) -> torch.Tensor:
+    """x [..., H, W] moved down by `rows` and right by `columns` pixels (negative: up, left), zeros coming in."""
+    height, width = x.shape[-2:]
+    padded = F.pad(x, (max(columns, 0), max(-columns, 0), max(rows, 0), max(-rows, 0)))
+    top, left = max(-rows, 0), max(-columns, 0)
+    return padded[..., top:top + height, left:left + width]
 
 
 class SupportAugmentedTasks:
     """Tasks of `tasks`, each support set grown by augment_support."""
 
-    def __init__(self, tasks: TaskDistribution, copies: int, strength: float = 1.0):
-        check_support_augment(copies, strength)
-        self.tasks, self.copies, self.strength = tasks, copies, strength
+    def __init__(self, tasks: TaskDistribution, copies: int, strength: float = 1.0, kind: str = "affine"):
+        check_support_augment(copies, strength, kind)
+        self.tasks, self.copies, self.strength, self.kind = tasks, copies, strength, kind
 
     def sample(self, generator: torch.Generator, batch_size: int) -> Episode:
-        return augment_support(self.tasks.sample(generator, batch_size), generator, self.copies, self.strength)
+        return augment_support(self.tasks.sample(generator, batch_size), generator, self.copies, self.strength,
+                               self.kind)

@@ -24,6 +24,7 @@ from metalab.errors import MetalabError
 from metalab.evaluation.checkpoints import (
     WaysMismatch,
     check_support_copies,
+    copies_text,
     episodes_text,
     load_trained,
     meta_on,
@@ -58,7 +59,7 @@ class Member:
 def evaluate_ensemble(paths, ways=None, shots=None, queries=None, steps=None, inner_lr=None, episodes=1000, seed=0,
                       part="test", data_dir=None, save_scores=None, device=None, threads=None,
                       within_alphabet: float = 0.0, support_copies: int = 0, support_strength: float = 1.0,
-                      training_cost: Callable[[Path, int | None], dict | None] | None = None) -> dict:
+                      support_kind: str = "affine", training_cost: Callable[[Path, int | None], dict | None] | None = None) -> dict:
     """Scores of each checkpoint in `paths` and of their ensemble on the same fixed episodes; prints them, the
     ensemble minus its best member paired over the episodes, and the cost. `training_cost(path, step)`: what
     training the checkpoint cost, or None when nothing records it. --save-scores saves the ensemble's scores
@@ -69,12 +70,13 @@ def evaluate_ensemble(paths, ways=None, shots=None, queries=None, steps=None, in
     _check_same_tasks(paths, configs)
     readers = [config for config in configs if not entry(config.method).fixed_support]
     # Omniglot, and a member that takes extra shots (the others read the plain support set); else one line
-    check_support_copies(readers[0] if readers else configs[0], support_copies, support_strength)
+    check_support_copies(readers[0] if readers else configs[0], support_copies, support_strength, support_kind)
     problem = build_problem(configs[0], data_dir, parts=(part,), held_out_within_alphabet=within_alphabet)
     members = [_member(path, config, meta, state, problem.learner if index == 0 else None, steps)
                for index, (path, config, (_, meta, state)) in enumerate(zip(paths, configs, loaded))]
     plain = problem.tasks[part]
-    augmented = SupportAugmentedTasks(plain, support_copies, support_strength) if support_copies else plain
+    augmented = SupportAugmentedTasks(plain, support_copies, support_strength, support_kind) if support_copies \
+        else plain
     started = time.perf_counter()
     scores, cpu_seconds, ensemble, averaging_seconds = _scores(
         members, [augmented if member.reads_copies else plain for member in members], seed, episodes)
@@ -82,7 +84,7 @@ def evaluate_ensemble(paths, ways=None, shots=None, queries=None, steps=None, in
     print(f"ensemble of {len(members)} checkpoints, {episodes_text(configs[0], within_alphabet)}, {episodes} {part} "
           f"episodes (seed {seed}), {time.perf_counter() - started:.0f} s")
     if support_copies:
-        print(f"  support + {support_copies} distorted copies of each image (strength {support_strength:g}) for the "
+        print(f"  support + {copies_text(support_copies, support_strength, support_kind)} of each image for the "
               "members marked 'reads copies'; the others read the plain support set; the queries are the same")
     summaries = []
     for member, row, cpu in zip(members, scores, cpu_seconds):
@@ -105,7 +107,7 @@ def evaluate_ensemble(paths, ways=None, shots=None, queries=None, steps=None, in
     cost = _cost(members, cpu_seconds, averaging_seconds, training_cost)
     results = {"checkpoints": [str(path) for path in paths], "part": part, "episodes": episodes, "seed": seed,
                "within_alphabet": within_alphabet, "metric": metric.name,
-               "support_augment": {"copies": support_copies, "strength": support_strength},
+               "support_augment": {"copies": support_copies, "strength": support_strength, "kind": support_kind},
                "members": summaries, "cost": cost,
                "ensemble": {"combination": COMBINATION.get(metric.name, "Metric.average"), **summary,
                             "minus_best_member": {"member": str(members[best].path),
