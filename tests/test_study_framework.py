@@ -85,7 +85,7 @@ def test_the_report_files_hold_the_computed_numbers(tmp_path):
         assert float(row["mean"]) == pytest.approx(scores.mean())
         assert f"{scores.mean():.6f}" in text
     assert (tmp_path / "toy.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert "30 meta-test episodes (seed 3)" in text
+    assert "30 episodes per cell (seed 3)" in text
 
 
 class DivergedStudy(CountingStudy):

@@ -182,5 +182,5 @@ def _write_text(path: Path, text: str) -> None:
 
 def _header(name: str, checkpoints: list[Path], settings: StudySettings) -> str:
     listed = "\n".join(f"- `{c}`" for c in checkpoints) or "- (none)"
-    return (f"# Study: {name}\n\n{settings.episodes} meta-test episodes (seed {settings.seed}), the same for every "
+    return (f"# Study: {name}\n\n{settings.episodes} episodes per cell (seed {settings.seed}), the same for every "
             f"method; budget {settings.budget}. Checkpoints:\n\n{listed}\n\n")
