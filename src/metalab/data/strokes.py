@@ -122,6 +122,6 @@ def ensure_train_strokes(data: Omniglot, split: Split, data_dir, download_missin
             raise  # there but not the official file: its own message says so
         files = " and ".join(f"{ARCHIVES[n].filename} ({ARCHIVES[n].url})" for n in missing)
         one = len(missing) == 1
-        raise MetalabError(f"{option} renders the meta-train drawings from their strokes, but {files} "
+        raise MetalabError(f"{option} reads the strokes of the meta-train drawings, but {files} "
                            f"{'is' if one else 'are'} not in {folder} and could not be fetched: run `metalab data "
                            f"fetch --all`, or download {'it' if one else 'them'} there yourself") from error
