@@ -81,3 +81,13 @@ def run_tiny_study(name: str, out: Path, data_dir: Path | None = None) -> tuple[
     argv = ["study", name, "--train", "tiny", "--threads", "1", "--out", str(out)]
     assert main(argv + (["--data-dir", str(data_dir)] if data_dir else [])) == 0
     return json.loads((out / "results.json").read_text())["cells"], (out / "report.md").read_text()
+
+
+def train_tiny(out: Path, data_dir: Path, preset: str = "omniglot-demo", *flags: str) -> Path:
+    """`metalab train --preset PRESET` for 2 steps at 8 channels into `out` (asserting it succeeds): its best.pt."""
+    from metalab.cli.main import main
+
+    assert main(["train", "--preset", preset, "--data-dir", str(data_dir), "--steps", "2", "--meta-batch-size", "2",
+                 "--hidden", "8", "--val-every", "2", "--val-episodes", "2", "--threads", "1", "--out-dir", str(out),
+                 *flags]) == 0
+    return out / "best.pt"

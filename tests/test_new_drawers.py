@@ -6,6 +6,7 @@ import os
 import numpy as np
 import pytest
 import torch
+from conftest import train_tiny
 
 from metalab.cli.main import main
 from metalab.config import Config
@@ -156,8 +157,6 @@ def test_bad_requests_are_one_line_errors(minimal, omniglot_dir, tmp_path, monke
 
 
 def test_train_command_takes_the_option(tmp_path, omniglot_dir):
-    assert main(["train", "--preset", "omniglot-demo", "--data-dir", str(omniglot_dir), "--steps", "2",
-                 "--meta-batch-size", "2", "--hidden", "8", "--val-every", "2", "--val-episodes", "2",
-                 "--stroke-drawers", "1", "--train-alphabets", "1", "--threads", "1",
-                 "--out-dir", str(tmp_path / "run")]) == 0
+    assert train_tiny(tmp_path / "run", omniglot_dir, "omniglot-demo", "--stroke-drawers", "1", "--train-alphabets",
+                      "1").is_file()
     assert main(["train", "--preset", "omniglot-demo", "--stroke-drawers", "-1"]) == 2

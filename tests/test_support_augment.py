@@ -6,6 +6,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import train_tiny
 
 from metalab import checkpoint
 from metalab.cli.main import main
@@ -127,11 +128,7 @@ def test_learners_of_any_support_size_take_the_grown_support(name):
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, omniglot_dir):
-    out = tmp_path_factory.mktemp("tta") / "run"
-    assert main(["train", "--preset", "omniglot-demo", "--data-dir", str(omniglot_dir), "--steps", "2",
-                 "--meta-batch-size", "2", "--hidden", "8", "--val-every", "2", "--val-episodes", "2",
-                 "--threads", "1", "--out-dir", str(out)]) == 0
-    return out / "best.pt"
+    return train_tiny(tmp_path_factory.mktemp("tta") / "run", omniglot_dir)
 
 
 def evaluate(trained, omniglot_dir, tmp_path, name, *flags):

@@ -1,9 +1,8 @@
 """docs/analysis/support_copies.py: support copies made five ways, on the episodes `metalab eval` scores."""
 
 import pytest
-from conftest import analysis_script
+from conftest import analysis_script, train_tiny
 
-from metalab.cli.main import main
 from metalab.evaluation.checkpoints import evaluate_checkpoint
 from metalab.studies.tables import estimate_cell
 
@@ -12,11 +11,7 @@ EPISODES = 6
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, omniglot_dir):
-    out = tmp_path_factory.mktemp("copies") / "run"
-    assert main(["train", "--preset", "omniglot-5w1s-protonet", "--data-dir", str(omniglot_dir), "--steps", "3",
-                 "--meta-batch-size", "2", "--hidden", "8", "--val-every", "3", "--val-episodes", "2",
-                 "--threads", "1", "--out-dir", str(out)]) == 0
-    return out / "best.pt"
+    return train_tiny(tmp_path_factory.mktemp("copies") / "run", omniglot_dir, "omniglot-5w1s-protonet")
 
 
 def test_rows_agree_with_metalab_eval_with_and_without_shifted_copies(trained, omniglot_dir, capsys):

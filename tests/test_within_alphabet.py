@@ -6,6 +6,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import train_tiny
 
 from metalab.cli.main import main
 from metalab.config import Config
@@ -132,9 +133,7 @@ def test_the_option_is_omniglots_alone():
 
 def test_train_and_eval_commands_take_the_option(tmp_path, omniglot_dir, capsys):
     out = tmp_path / "run"
-    assert main(["train", "--preset", "omniglot-demo", "--data-dir", str(omniglot_dir), "--steps", "2",
-                 "--meta-batch-size", "2", "--hidden", "8", "--val-every", "2", "--val-episodes", "2",
-                 "--within-alphabet", "1", "--threads", "1", "--out-dir", str(out)]) == 0
+    train_tiny(out, omniglot_dir, "omniglot-demo", "--within-alphabet", "1")
     assert main(["eval", str(out / "best.pt"), "--data-dir", str(omniglot_dir), "--episodes", "4", "--threads", "1",
                  "--part", "val", "--within-alphabet", "1", "--json", str(tmp_path / "r.json")]) == 0
     assert "4 val episodes" in capsys.readouterr().out
