@@ -120,7 +120,8 @@ def test_groups_without_episodes_and_models_without_twenty_ways_say_so(tiny):
 def test_the_ladder_holds_each_rung_and_the_drops_between_them(tiny):
     for method, ways in (("maml", 5), ("average", 5), ("average", 20)):
         mixed = {part: rows(tiny, method=method, ways=ways, part=part, alphabet="mixed")[0] for part in PART_NAMES}
-        line = next(line for line in tiny["report"].splitlines() if line.startswith(f"| {method} ({method}) | {ways} | "))
+        line = next(line for line in tiny["report"].splitlines()
+                    if line.startswith(f"| {method} ({method}) | {ways} | "))
         for upper, lower in (("train", "val"), ("val", "test")):
             a, b = mixed[upper], mixed[lower]
             assert estimate_cell(a["mean"], a["ci95"], "accuracy") in line

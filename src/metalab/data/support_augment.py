@@ -36,7 +36,8 @@ def check_support_augment(copies: int, strength: float, kind: str = "affine") ->
     if kind not in KINDS:
         raise MetalabError(f"--support-augment-kind must be one of {KINDS}, got {kind!r}")
     if kind == "shift" and strength != 1.0:
-        raise MetalabError("--support-augment-strength scales affine copies; shift copies move by whole pixels: drop it")
+        raise MetalabError("--support-augment-strength scales affine copies; shift copies move by whole pixels: "
+                           "drop it")
 
 
 def augment_support(episode: Episode, generator: torch.Generator, copies: int, strength: float = 1.0,

@@ -59,7 +59,8 @@ class Member:
 def evaluate_ensemble(paths, ways=None, shots=None, queries=None, steps=None, inner_lr=None, episodes=1000, seed=0,
                       part="test", data_dir=None, save_scores=None, device=None, threads=None,
                       within_alphabet: float = 0.0, support_copies: int = 0, support_strength: float = 1.0,
-                      support_kind: str = "affine", training_cost: Callable[[Path, int | None], dict | None] | None = None) -> dict:
+                      support_kind: str = "affine",
+                      training_cost: Callable[[Path, int | None], dict | None] | None = None) -> dict:
     """Scores of each checkpoint in `paths` and of their ensemble on the same fixed episodes; prints them, the
     ensemble minus its best member paired over the episodes, and the cost. `training_cost(path, step)`: what
     training the checkpoint cost, or None when nothing records it. --save-scores saves the ensemble's scores

@@ -81,8 +81,8 @@ def model_label(path: Path, config: Config) -> str:
 
 class AlphabetShift:
     name = "alphabet-shift"
-    summary = ("the ladder meta-train, meta-validation (seen alphabets), meta-test (unseen), per alphabet, 5- and 20-way; "
-               "Lake's 20-way benchmark when all_runs.zip is present")
+    summary = ("the ladder meta-train, meta-validation (seen alphabets), meta-test (unseen), per alphabet, "
+               "5- and 20-way; Lake's 20-way benchmark when all_runs.zip is present")
 
     def train(self, budget: str, out: Path, threads: int, data_dir=None) -> list[Path]:
         """MAML and the average learner, each in out/<method>/ by the shared loop (resumed when stopped)."""
