@@ -73,7 +73,7 @@ def test_the_meta_gradient_flows_through_the_meta_information():
 
 def test_queries_read_the_fast_weights_of_the_support_example_they_resemble():
     """A query identical to support example i, with a sharp attention, is predicted with W*_i: its output equals
-    the base learner's with W*_i alone."""
+    the base learner's with W*_i alone, on features centred on the support set's mean."""
     model = metanet()
     with torch.no_grad():
         model.log_sharpness.fill_(math.log(1e8))
@@ -82,6 +82,21 @@ def test_queries_read_the_fast_weights_of_the_support_example_they_resemble():
     phi = model("adapt", support_x, support_y)
     memory_w1, memory_w2 = phi[2]
     out = model("predict", phi, query_x)[0, 0]
-    features = model.features(query_x)[0, 0]
+    features = model.features(query_x)[0, 0] - model.features(support_x)[0].mean(dim=0)
     hidden = torch.relu(model.w1(features)) + torch.relu(memory_w1[0, 2] @ features)
     torch.testing.assert_close(out, model.w2(hidden) + memory_w2[0, 2] @ hidden)
+
+
+def test_fast_weights_of_one_sign_still_act_on_features_that_are_never_negative():
+    """m can give every coordinate of W1* one sign (its last bias); the base learner's features (here pixels) are
+    never negative. Centred on the support set's mean they take both signs, so relu(W1* h) is not zero for every
+    query: the fast-weight layer changes the predictions and can learn (it stayed dead without the centring)."""
+    model = metanet()
+    with torch.no_grad():
+        model.m[-1].weight.zero_()
+        model.m[-1].bias.fill_(-1.0)
+    support_x, support_y, query_x = episode()
+    phi = model("adapt", support_x, support_y)
+    assert (phi[2][0] < 0).all()
+    without_w1_star = (*phi[:2], (torch.zeros_like(phi[2][0]), phi[2][1]), *phi[3:])
+    assert not torch.allclose(model("predict", phi, query_x), model("predict", without_w1_star, query_x))

@@ -25,11 +25,16 @@ both of b's layers), not every layer of the two CNNs; the representation loss is
 a slow linear head on u, over all K support examples (the paper samples T of them); the attention's cosine similarity
 is multiplied by a learned beta (starting at 10) before the softmax, where the paper uses the plain cosine,
 whose softmax over 5 items in [-1, 1] can barely single one out; the bodies are metalab's Conv4 (group norm)
-or sinusoid MLP, and u's features are standardized per dimension by the support set's statistics (the queries'
-by the same). Two reasons: per-image group norm leaves different images' Conv4 features nearly parallel at
-initialization (models/snail.py), which would give the cosine attention little to choose by; and features that
+or sinusoid MLP; u's features are standardized per dimension by the support set's statistics (the queries'
+by the same), and b's are centred on the support set's mean. Two reasons: per-image group norm leaves different
+images' Conv4 features nearly parallel at initialization (models/snail.py), which would give the cosine
+attention little to choose by; and features that
 are never negative (an MLP's or raw pixels) under a Q* whose entries all have one sign, as d's first outputs
-can, make relu(Q* h) zero for every input, so the task-level fast weights would neither act nor learn.
+can, make relu(Q* h) zero for every input, so the task-level fast weights would neither act nor learn. The same
+holds in b: m gives the many near-zero gradient coordinates one common value, so W1*'s entries can share a sign,
+and under features that are never negative (the bodies end in a ReLU) relu(W1* h) is then zero for every input;
+with some initializations the slow layer died too within a few steps and training sat at chance. Centring alone,
+not dividing by the deviations of a few support examples, keeps the features' scale.
 """
 
 import math
@@ -95,13 +100,16 @@ class MetaNetwork(BlackBox):
         fast_q = self.task_fast_weights(q_gradients)
         # 2. example-level fast weights W*_i from the base learner's gradients
         features = self.features(support_x)
+        feature_mean = features.mean(dim=1, keepdim=True)  # [B, 1, embed_dim]
+        features = features - feature_mean
 
         def task_loss(w, feature, target):
             return self.example_loss(torch.relu(feature @ w[0].T + self.w1.bias) @ w[1].T + self.w2.bias, target)
 
         gradients = self.per_example_gradients(task_loss, (self.w1.weight, self.w2.weight), features, targets)
         memory = tuple(self.m(preprocessed(g).flatten(0, -2)).view_as(g) for g in gradients)  # [B, K, *w] each
-        return fast_q, self.represent_with(body, fast_q), memory, statistics  # Q*; index R [B, K, hidden]; M
+        # Q*; index R [B, K, hidden]; memory M; the support's statistics
+        return fast_q, self.represent_with(body, fast_q), memory, statistics, feature_mean
 
     def task_fast_weights(self, gradients: Tensor) -> Tensor:
         """Per-example gradients [B, K, *q] -> Q* [B, *q]: the LSTM d reads each coordinate's K gradients."""
@@ -112,13 +120,13 @@ class MetaNetwork(BlackBox):
         return self.d_out(h).view(gradients.shape[:1] + gradients.shape[2:])
 
     def predict(self, phi, query_x):
-        fast_q, index, (memory_w1, memory_w2), statistics = phi
+        fast_q, index, (memory_w1, memory_w2), statistics, feature_mean = phi
         body = standardized(self.represent(query_x.flatten(0, 1)).unflatten(0, query_x.shape[:2]), statistics)
         r = self.represent_with(body, fast_q)  # [B, Q, hidden]
         similarity = nn.functional.cosine_similarity(r.unsqueeze(2), index.unsqueeze(1), dim=-1, eps=1e-8)
         attention = torch.softmax(self.log_sharpness.exp() * similarity, dim=-1)  # [B, Q, K]
         fast_w1 = torch.einsum("bqk,bkhe->bqhe", attention, memory_w1)
         fast_w2 = torch.einsum("bqk,bkoh->bqoh", attention, memory_w2)
-        features = self.features(query_x)  # [B, Q, embed_dim]
+        features = self.features(query_x) - feature_mean  # [B, Q, embed_dim]
         hidden = torch.relu(self.w1(features)) + torch.relu(torch.einsum("bqhe,bqe->bqh", fast_w1, features))
         return self.w2(hidden) + torch.einsum("bqoh,bqh->bqo", fast_w2, hidden)
