@@ -12,7 +12,7 @@ from metalab import checkpoint
 from metalab.cli.main import build_parser, main
 from metalab.config import preset
 from metalab.data.episode import concat, fixed_episodes
-from metalab.data.support_augment import SupportAugmentedTasks
+from metalab.data.support_augment import SupportAugmentedTasks, SupportCopies
 from metalab.errors import MetalabError
 from metalab.evaluation import ensemble as ensemble_module
 from metalab.evaluation.checkpoints import evaluate_checkpoint
@@ -138,9 +138,9 @@ def test_support_augment_copies_for_members_that_take_shots_and_the_same_queries
                                                                                    capsys):
     """protonet reads the support set with copies, SNAIL (fixed_support) the plain one; each scores as alone with
     and without --support-augment, which holds only if both read the queries of the same episodes."""
-    results, _ = ensemble([models["protonet"], models["snail"]], omniglot_dir, tmp_path, support_copies=1)
+    results, _ = ensemble([models["protonet"], models["snail"]], omniglot_dir, tmp_path, support=SupportCopies(1))
     assert [m["reads_support_copies"] for m in results["members"]] == [True, False]
-    with_copies = alone(models["protonet"], omniglot_dir, tmp_path, "p", support_copies=1)
+    with_copies = alone(models["protonet"], omniglot_dir, tmp_path, "p", support=SupportCopies(1))
     assert with_copies[0].mean() != alone(models["protonet"], omniglot_dir, tmp_path, "plain")[0].mean()  # copies show
     assert results["members"][0]["mean"] == pytest.approx(with_copies[0].mean())
     assert results["members"][1]["mean"] == pytest.approx(alone(models["snail"], omniglot_dir, tmp_path, "s")[0].mean())
@@ -157,13 +157,13 @@ def test_members_given_other_queries_stop_the_evaluation(models, omniglot_dir, t
 
     monkeypatch.setattr(ensemble_module, "SupportAugmentedTasks", DrawsFirst)
     with pytest.raises(RuntimeError, match="other queries"):
-        ensemble([models["snail"], models["protonet"]], omniglot_dir, tmp_path, support_copies=1)
+        ensemble([models["snail"], models["protonet"]], omniglot_dir, tmp_path, support=SupportCopies(1))
 
 
 def test_support_augmentation_keeps_the_plain_episodes_queries(omniglot_dir):
     tasks = build_problem(preset("omniglot-5w1s-maml").replace(queries=15), omniglot_dir, parts=("test",)).tasks["test"]
     plain = concat(list(fixed_episodes(tasks, 3, 8)))
-    grown = concat(list(fixed_episodes(SupportAugmentedTasks(tasks, 2, 1.5), 3, 8)))
+    grown = concat(list(fixed_episodes(SupportAugmentedTasks(tasks, SupportCopies(2, 1.5)), 3, 8)))
     assert torch.equal(grown.query_x, plain.query_x) and torch.equal(grown.query_y, plain.query_y)
     assert torch.equal(grown.support_x[:, :5], plain.support_x)
 

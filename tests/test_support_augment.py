@@ -13,7 +13,7 @@ from metalab.cli.main import main
 from metalab.config import preset
 from metalab.data.classification import ClassificationTasks
 from metalab.data.episode import concat, fixed_episodes, generator_for
-from metalab.data.support_augment import SupportAugmentedTasks, augment_support
+from metalab.data.support_augment import SupportAugmentedTasks, SupportCopies, augment_support
 from metalab.errors import MetalabError
 from metalab.methods.learner import classification
 from metalab.methods.protonet import PrototypicalNetwork, embedding_network
@@ -37,7 +37,7 @@ def episodes(tasks, seed=0, count=6):
 @pytest.mark.parametrize("copies", [1, 3])
 def test_the_support_grows_by_copies_with_labels_repeated_and_queries_untouched(copies):
     plain = episodes(random_tasks())
-    grown = episodes(SupportAugmentedTasks(random_tasks(), copies))
+    grown = episodes(SupportAugmentedTasks(random_tasks(), SupportCopies(copies)))
     size = WAYS * SHOTS
     assert grown.support_x.shape == (6, size * (1 + copies), 1, 28, 28)
     assert grown.support_y.shape == (6, size * (1 + copies))
@@ -52,14 +52,14 @@ def test_the_support_grows_by_copies_with_labels_repeated_and_queries_untouched(
 def test_each_copy_is_a_distortion_of_its_own_image():
     """At a vanishing strength the maps are near the identity: copy j of image i is image i again, in that order."""
     plain = episodes(random_tasks())
-    grown = episodes(SupportAugmentedTasks(random_tasks(), 2, strength=1e-6))
+    grown = episodes(SupportAugmentedTasks(random_tasks(), SupportCopies(2, strength=1e-6)))
     for copy in (1, 2):
         torch.testing.assert_close(grown.support_x[:, copy * WAYS * SHOTS : (copy + 1) * WAYS * SHOTS],
                                    plain.support_x, atol=1e-4, rtol=0)
 
 
 def test_the_seed_fixes_the_copies_and_other_seeds_change_them():
-    tasks = SupportAugmentedTasks(random_tasks(), 2)
+    tasks = SupportAugmentedTasks(random_tasks(), SupportCopies(2))
     first, again, other = episodes(tasks, 0), episodes(tasks, 0), episodes(tasks, 1)
     assert all(torch.equal(a, b) for a, b in zip(first, again, strict=True))
     assert not torch.equal(first.support_x, other.support_x)
@@ -69,7 +69,7 @@ def test_no_copies_is_the_episode_itself():
     episode = random_tasks().sample(generator_for(0, 1), 3)
     generator = generator_for(0, 2)
     state = generator.get_state()
-    assert augment_support(episode, generator, 0) is episode
+    assert augment_support(episode, generator, SupportCopies()) is episode
     assert torch.equal(generator.get_state(), state)  # nothing drawn
 
 
@@ -78,7 +78,7 @@ def test_no_copies_is_the_episode_itself():
                                                     (1, 1.0, "elastic"), (1, 0.5, "shift")])
 def test_bad_settings_are_one_line_errors(copies, strength, kind):
     with pytest.raises(MetalabError, match="--support-augment") as error:
-        SupportAugmentedTasks(random_tasks(), copies, strength, kind)
+        SupportCopies(copies, strength, kind)
     assert "\n" not in str(error.value)
 
 
@@ -88,7 +88,7 @@ def test_shift_copies_are_their_images_moved_by_whole_pixels_in_order():
     episode = random_tasks().sample(generator_for(0, 1), 2)
     generator = generator_for(0, 2)
     state = generator.get_state()
-    grown = augment_support(episode, generator, 10, kind="shift")
+    grown = augment_support(episode, generator, SupportCopies(10, kind="shift"))
     assert torch.equal(generator.get_state(), state)  # nothing drawn: the copies are fixed
     moves = [(0, 1), (0, -1), (1, 0), (-1, 0), (1, 1), (1, -1), (-1, 1), (-1, -1), (0, 2), (0, -2)]
     size = WAYS * SHOTS
@@ -122,7 +122,7 @@ def test_learners_of_any_support_size_take_the_grown_support(name):
     config = preset(f"omniglot-5w1s-{name}").replace(shots=SHOTS, hidden=4, width=8, memory_slots=8)
     method = make_method(config, image_learner(config))
     episode = random_tasks().sample(generator_for(0, 1), 2)
-    scores = method.scores(method.init_meta(), augment_support(episode, generator_for(0, 2), 2), 1)
+    scores = method.scores(method.init_meta(), augment_support(episode, generator_for(0, 2), SupportCopies(2)), 1)
     assert scores.shape[-1] == 2 and torch.isfinite(scores).all()
 
 

@@ -3,6 +3,7 @@
 import pytest
 from conftest import analysis_script, train_tiny
 
+from metalab.data.support_augment import SupportCopies
 from metalab.evaluation.checkpoints import evaluate_checkpoint
 from metalab.studies.tables import estimate_cell
 
@@ -21,7 +22,7 @@ def test_rows_agree_with_metalab_eval_with_and_without_shifted_copies(trained, o
     assert [row.split(" | ")[1] for row in rows] == ["none", "affine 0.5", "elastic 34", "half pixel", "whole pixel"]
     for row, copies in ((rows[0], 0), (rows[4], 3)):
         result = evaluate_checkpoint(trained, ways=5, episodes=EPISODES, part="val", data_dir=omniglot_dir, threads=1,
-                                     support_copies=copies, support_kind="shift")
+                                     support=SupportCopies(copies, kind="shift"))
         (score,) = result["after_steps"].values()
         assert estimate_cell(score["mean"], score["ci95"], "accuracy") in row
 

@@ -28,7 +28,7 @@ from metalab.data.classification import omniglot_tasks
 from metalab.data.elastic import elastic_distort, warp
 from metalab.data.episode import Episode, fixed_episodes
 from metalab.data.splits import load_split_data
-from metalab.data.support_augment import NEIGHBOURS, augment_support
+from metalab.data.support_augment import NEIGHBOURS, SupportCopies, augment_support
 from metalab.evaluation.checkpoints import image_method
 from metalab.evaluation.evaluate import per_episode_scores
 from metalab.evaluation.stats import paired_difference, summarize
@@ -58,7 +58,8 @@ def elastic_copies(episode: Episode, generator: torch.Generator, copies: int) ->
 
 
 KINDS = {"none": lambda episode, generator, copies: episode,
-         "affine 0.5": lambda episode, generator, copies: augment_support(episode, generator, copies, 0.5),
+         "affine 0.5": lambda episode, generator, copies: augment_support(episode, generator,
+                                                                         SupportCopies(copies, 0.5)),
          "elastic 34": elastic_copies,
          "half pixel": lambda episode, generator, copies: moved(episode, copies, 0.5),
          "whole pixel": lambda episode, generator, copies: moved(episode, copies, 1.0)}

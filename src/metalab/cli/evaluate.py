@@ -100,9 +100,15 @@ def _settings(args) -> dict:
     return dict(ways=args.ways, shots=args.shots, queries=args.queries, steps=args.steps, inner_lr=args.inner_lr,
                 episodes=args.episodes or 1000, seed=args.seed, part=args.part or "test", data_dir=args.data_dir,
                 save_scores=args.save_scores, device=args.device, threads=args.threads,
-                within_alphabet=args.within_alphabet or 0.0, support_copies=args.support_augment or 0,
-                support_strength=1.0 if args.support_augment_strength is None else args.support_augment_strength,
-                support_kind=args.support_augment_kind or "affine")
+                within_alphabet=args.within_alphabet or 0.0, support=_support_copies(args))
+
+
+def _support_copies(args):
+    from metalab.data.support_augment import SupportCopies
+
+    return SupportCopies(args.support_augment or 0,
+                         1.0 if args.support_augment_strength is None else args.support_augment_strength,
+                         args.support_augment_kind or "affine")
 
 
 def _write_json(path, results: dict) -> None:

@@ -16,6 +16,8 @@ blur of bilinearly warped copies as a difference between support and queries, wh
 add (docs/results.md).
 """
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 
@@ -27,35 +29,47 @@ KINDS = ("affine", "shift")
 NEIGHBOURS = ((0, 1), (0, -1), (1, 0), (-1, 0), (1, 1), (1, -1), (-1, 1), (-1, -1))  # (rows, columns) of a move
 
 
-def check_support_augment(copies: int, strength: float, kind: str = "affine") -> None:
-    if isinstance(copies, bool) or not isinstance(copies, int) or copies < 0:
-        raise MetalabError(f"--support-augment (distorted copies per support image) must be an integer >= 0, "
-                           f"got {copies}")
-    if not 0 < strength <= 2:
-        raise MetalabError(f"--support-augment-strength must be in (0, 2] (1: the ranges of --augment), got {strength}")
-    if kind not in KINDS:
-        raise MetalabError(f"--support-augment-kind must be one of {KINDS}, got {kind!r}")
-    if kind == "shift" and strength != 1.0:
-        raise MetalabError("--support-augment-strength scales affine copies; shift copies move by whole pixels: "
-                           "drop it")
+@dataclass(frozen=True)
+class SupportCopies:
+    """The copies added to each support image (--support-augment COPIES, -kind, -strength); 0 copies: none."""
+
+    copies: int = 0
+    strength: float = 1.0  # the affine copies' ranges, as a multiple of --augment's
+    kind: str = "affine"
+
+    def __post_init__(self):
+        if isinstance(self.copies, bool) or not isinstance(self.copies, int) or self.copies < 0:
+            raise MetalabError(f"--support-augment (distorted copies per support image) must be an integer >= 0, "
+                               f"got {self.copies}")
+        if not 0 < self.strength <= 2:
+            raise MetalabError(f"--support-augment-strength must be in (0, 2] (1: the ranges of --augment), got "
+                               f"{self.strength}")
+        if self.kind not in KINDS:
+            raise MetalabError(f"--support-augment-kind must be one of {KINDS}, got {self.kind!r}")
+        if self.kind == "shift" and self.strength != 1.0:
+            raise MetalabError("--support-augment-strength scales affine copies; shift copies move by whole pixels: "
+                               "drop it")
+
+    def text(self) -> str:
+        """As printed: "16 distorted copies (strength 0.5)", "8 copies moved by whole pixels"."""
+        return f"{self.copies} copies moved by whole pixels" if self.kind == "shift" else \
+            f"{self.copies} distorted copies (strength {self.strength:g})"
 
 
-def augment_support(episode: Episode, generator: torch.Generator, copies: int, strength: float = 1.0,
-                    kind: str = "affine") -> Episode:
-    """The episode with `copies` copies of every support image appended (affine: distorted; shift: moved by whole
-    pixels), labels repeated; copies=0 returns it unchanged. Only affine copies draw from the generator."""
-    check_support_augment(copies, strength, kind)
-    if copies == 0:
+def augment_support(episode: Episode, generator: torch.Generator, support: SupportCopies) -> Episode:
+    """The episode with support.copies copies of every support image appended (affine: distorted; shift: moved by
+    whole pixels), labels repeated; 0 copies returns it unchanged. Only affine copies draw from the generator."""
+    if support.copies == 0:
         return episode
     support_x, support_y, query_x, query_y = episode
-    if kind == "shift":
-        copied = torch.cat([_moved(support_x, *_move(copy)) for copy in range(copies)], dim=1)
+    if support.kind == "shift":
+        copied = torch.cat([_moved(support_x, *_move(copy)) for copy in range(support.copies)], dim=1)
     else:
         batch, size = support_y.shape
-        repeated = support_x.repeat(1, copies, *[1] * (support_x.dim() - 2))  # [B, S*copies, ...], copy-major
-        copied = warp_images(repeated, random_linear_maps(generator, (batch, size * copies), strength), generator,
-                             strength)
-    return Episode(torch.cat([support_x, copied], dim=1), support_y.repeat(1, 1 + copies), query_x, query_y)
+        repeated = support_x.repeat(1, support.copies, *[1] * (support_x.dim() - 2))  # [B, S*copies, ...]
+        maps = random_linear_maps(generator, (batch, size * support.copies), support.strength)
+        copied = warp_images(repeated, maps, generator, support.strength)  # copy-major, as `repeated`
+    return Episode(torch.cat([support_x, copied], dim=1), support_y.repeat(1, 1 + support.copies), query_x, query_y)
 
 
 def _move(copy: int) -> tuple[int, int]:
@@ -76,10 +90,8 @@ def _moved(x: torch.Tensor, rows: int, columns: int) -> torch.Tensor:
 class SupportAugmentedTasks:
     """Tasks of `tasks`, each support set grown by augment_support."""
 
-    def __init__(self, tasks: TaskDistribution, copies: int, strength: float = 1.0, kind: str = "affine"):
-        check_support_augment(copies, strength, kind)
-        self.tasks, self.copies, self.strength, self.kind = tasks, copies, strength, kind
+    def __init__(self, tasks: TaskDistribution, support: SupportCopies):
+        self.tasks, self.support = tasks, support
 
     def sample(self, generator: torch.Generator, batch_size: int) -> Episode:
-        return augment_support(self.tasks.sample(generator, batch_size), generator, self.copies, self.strength,
-                               self.kind)
+        return augment_support(self.tasks.sample(generator, batch_size), generator, self.support)

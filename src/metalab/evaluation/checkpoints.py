@@ -9,7 +9,7 @@ import torch
 from metalab import checkpoint
 from metalab.config import Config
 from metalab.data.episode import fixed_episodes
-from metalab.data.support_augment import SupportAugmentedTasks, check_support_augment
+from metalab.data.support_augment import SupportAugmentedTasks, SupportCopies
 from metalab.distributed.group import Group
 from metalab.errors import MetalabError
 from metalab.evaluation.curvature import episode_curvatures, summarize_curvatures
@@ -97,16 +97,16 @@ def image_method(path, ways: int, shots: int, queries: int, fix: str, **override
 def evaluate_checkpoint(path, ways=None, shots=None, queries=None, steps=None, inner_lr=None, episodes=1000,
                         seed=0, part="test", data_dir=None, save_scores=None, device=None, threads=None,
                         curvature=False, group: Group = Group(), within_alphabet: float = 0.0,
-                        support_copies: int = 0, support_strength: float = 1.0, support_kind: str = "affine") -> dict:
+                        support: SupportCopies = SupportCopies()) -> dict:
     """Scores of a checkpoint on fixed held-out episodes; with several processes (distributed.group.join) each
     scores its share of the episodes and every rank gets them all, in episode order. Rank 0 prints and saves,
     and alone measures --curvature. within_alphabet: probability that an episode's classes share one alphabet.
-    support_copies: copies of each support image added as extra shots, of `support_kind` (data/support_augment.py)."""
+    support: copies of each support image added as extra shots (data/support_augment.py)."""
     # val_ways=0: evaluation's episodes, of either part, have the ways asked for or trained with
     config, meta, state = load_trained(path, ways=ways, shots=shots, inner_lr=inner_lr, device=device,
                                        threads=threads, val_ways=0)
     config = config.replace(queries=queries or EVAL_QUERIES[config.problem])
-    check_support_copies(config, support_copies, support_strength, support_kind)
+    check_support_copies(config, support)
     device = group.place(configure_torch(config.threads, config.device))
     meta = meta_on(meta, device)
     problem = build_problem(config, data_dir, parts=(part,), held_out_within_alphabet=within_alphabet)
@@ -115,22 +115,22 @@ def evaluate_checkpoint(path, ways=None, shots=None, queries=None, steps=None, i
                         fix=f"evaluate it with --ways {trained_ways} (or train a {config.ways}-way model)")
     steps = method.eval_steps if steps is None else steps
     tasks = problem.tasks[part]
-    if support_copies:
-        tasks = SupportAugmentedTasks(tasks, support_copies, support_strength, support_kind)
+    if support.copies:
+        tasks = SupportAugmentedTasks(tasks, support)
     started, cpu_started = time.perf_counter(), time.process_time()
     share = fixed_episodes(tasks, seed, episodes, share=(group.rank, group.size))
     scores = gathered_scores(meta, method, share, steps, group)
     cpu_seconds = time.process_time() - cpu_started  # this process's share: drawing, adapting and scoring
     task = episodes_text(config, within_alphabet)
-    if support_copies:
-        task += (f", support + {copies_text(support_copies, support_strength, support_kind)} of each image "
-                 f"({config.ways * config.shots * (1 + support_copies)} adaptation images per task)")
+    if support.copies:
+        task += (f", support + {support.text()} of each image "
+                 f"({config.ways * config.shots * (1 + support.copies)} adaptation images per task)")
     if group.is_main:
         print(f"{path}: {config.method}, {task}, {episodes} {part} episodes (seed {seed}), "
               f"{time.perf_counter() - started:.0f} s")
     results = {"checkpoint": str(path), "config": dataclasses.asdict(config), "part": part, "episodes": episodes,
                "seed": seed, "within_alphabet": within_alphabet, "cpu_seconds": cpu_seconds,
-               "support_augment": {"copies": support_copies, "strength": support_strength, "kind": support_kind},
+               "support_augment": dataclasses.asdict(support),
                "metric": problem.learner.metric.name,
                "after_steps": report(scores, list(range(len(scores))), problem.learner.metric, method.step_name,
                                      show=group.is_main)}
@@ -148,16 +148,9 @@ def episodes_text(config: Config, within_alphabet: float) -> str:
     return task + (f", within-alphabet with probability {within_alphabet:g}" if within_alphabet else "")
 
 
-def copies_text(copies: int, strength: float, kind: str) -> str:
-    """The support copies, as printed: "16 distorted copies (strength 0.5)", "8 copies moved by whole pixels"."""
-    return f"{copies} copies moved by whole pixels" if kind == "shift" else \
-        f"{copies} distorted copies (strength {strength:g})"
-
-
-def check_support_copies(config: Config, copies: int, strength: float, kind: str = "affine") -> None:
+def check_support_copies(config: Config, support: SupportCopies) -> None:
     """--support-augment needs images and a learner that takes a support set of any size."""
-    check_support_augment(copies, strength, kind)
-    if not copies:
+    if not support.copies:
         return
     if config.problem != "omniglot":
         raise MetalabError(f"--support-augment makes distorted copies of support images; a {config.problem} model "

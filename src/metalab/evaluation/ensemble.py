@@ -19,12 +19,11 @@ import torch
 
 from metalab.config import Config
 from metalab.data.episode import TaskDistribution, fixed_episodes
-from metalab.data.support_augment import SupportAugmentedTasks
+from metalab.data.support_augment import SupportAugmentedTasks, SupportCopies
 from metalab.errors import MetalabError
 from metalab.evaluation.checkpoints import (
     WaysMismatch,
     check_support_copies,
-    copies_text,
     episodes_text,
     load_trained,
     meta_on,
@@ -58,8 +57,7 @@ class Member:
 
 def evaluate_ensemble(paths, ways=None, shots=None, queries=None, steps=None, inner_lr=None, episodes=1000, seed=0,
                       part="test", data_dir=None, save_scores=None, device=None, threads=None,
-                      within_alphabet: float = 0.0, support_copies: int = 0, support_strength: float = 1.0,
-                      support_kind: str = "affine",
+                      within_alphabet: float = 0.0, support: SupportCopies = SupportCopies(),
                       training_cost: Callable[[Path, int | None], dict | None] | None = None) -> dict:
     """Scores of each checkpoint in `paths` and of their ensemble on the same fixed episodes; prints them, the
     ensemble minus its best member paired over the episodes, and the cost. `training_cost(path, step)`: what
@@ -71,31 +69,30 @@ def evaluate_ensemble(paths, ways=None, shots=None, queries=None, steps=None, in
     _check_same_tasks(paths, configs)
     readers = [config for config in configs if not entry(config.method).fixed_support]
     # Omniglot, and a member that takes extra shots (the others read the plain support set); else one line
-    check_support_copies(readers[0] if readers else configs[0], support_copies, support_strength, support_kind)
+    check_support_copies(readers[0] if readers else configs[0], support)
     problem = build_problem(configs[0], data_dir, parts=(part,), held_out_within_alphabet=within_alphabet)
     members = [_member(path, config, meta, state, problem.learner if index == 0 else None, steps)
                for index, (path, config, (_, meta, state)) in enumerate(zip(paths, configs, loaded))]
     plain = problem.tasks[part]
-    augmented = SupportAugmentedTasks(plain, support_copies, support_strength, support_kind) if support_copies \
-        else plain
+    augmented = SupportAugmentedTasks(plain, support) if support.copies else plain
     started = time.perf_counter()
     scores, cpu_seconds, ensemble, averaging_seconds = _scores(
         members, [augmented if member.reads_copies else plain for member in members], seed, episodes)
     metric = problem.learner.metric
     print(f"ensemble of {len(members)} checkpoints, {episodes_text(configs[0], within_alphabet)}, {episodes} {part} "
           f"episodes (seed {seed}), {time.perf_counter() - started:.0f} s")
-    if support_copies:
-        print(f"  support + {copies_text(support_copies, support_strength, support_kind)} of each image for the "
+    if support.copies:
+        print(f"  support + {support.text()} of each image for the "
               "members marked 'reads copies'; the others read the plain support set; the queries are the same")
     summaries = []
     for member, row, cpu in zip(members, scores, cpu_seconds):
         line, summary = row_summary(row[None], 0, metric)
         when = f"after {member.steps} {member.method.step_name}" if member.method.step_name else "no steps"
-        copies = ", reads copies" if member.reads_copies and support_copies else ""
+        copies = ", reads copies" if member.reads_copies and support.copies else ""
         print(f"  {member.path}: {member.config.method} ({when}{copies}): {metric.name} {line}; {cpu:.1f} CPU s")
         summaries.append({"checkpoint": str(member.path), "method": member.config.method, "steps": member.steps,
                           "step_name": member.method.step_name, "reads_support_copies": member.reads_copies and
-                          bool(support_copies), **summary, "cpu_seconds": cpu,
+                          bool(support.copies), **summary, "cpu_seconds": cpu,
                           "config": dataclasses.asdict(member.config)})
     line, summary = row_summary(ensemble[None], 0, metric)
     print(f"  ensemble ({COMBINATION.get(metric.name, 'Metric.average of the predictions')}): {metric.name} {line}")
@@ -108,7 +105,7 @@ def evaluate_ensemble(paths, ways=None, shots=None, queries=None, steps=None, in
     cost = _cost(members, cpu_seconds, averaging_seconds, training_cost)
     results = {"checkpoints": [str(path) for path in paths], "part": part, "episodes": episodes, "seed": seed,
                "within_alphabet": within_alphabet, "metric": metric.name,
-               "support_augment": {"copies": support_copies, "strength": support_strength, "kind": support_kind},
+               "support_augment": dataclasses.asdict(support),
                "members": summaries, "cost": cost,
                "ensemble": {"combination": COMBINATION.get(metric.name, "Metric.average"), **summary,
                             "minus_best_member": {"member": str(members[best].path),
