@@ -100,3 +100,12 @@ def test_fast_weights_of_one_sign_still_act_on_features_that_are_never_negative(
     assert (phi[2][0] < 0).all()
     without_w1_star = (*phi[:2], (torch.zeros_like(phi[2][0]), phi[2][1]), *phi[3:])
     assert not torch.allclose(model("predict", phi, query_x), model("predict", without_w1_star, query_x))
+
+
+def test_regression_features_are_not_centred():
+    """A regression target depends on where x is: b reads its features as they are (classification centres them)."""
+    torch.manual_seed(0)
+    model = blackbox_model("metanet", (1,), 1, 1, False, embedding="mlp", hidden=8, width=5).double()
+    support_x, support_y = torch.randn(2, 5, 1, dtype=torch.float64), torch.randn(2, 5, 1, dtype=torch.float64)
+    assert model("adapt", support_x, support_y)[-1].abs().max() == 0
+    assert metanet()("adapt", *episode()[:2])[-1].abs().max() > 0

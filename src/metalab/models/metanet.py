@@ -20,21 +20,22 @@ fast(x), before the softmax). Q, W1 and W2 are augmented; the bodies are slow on
 Per-example gradients are taken inside the forward pass with torch.func (grad, vmap over examples and tasks):
 they stay functions of the slow weights, so the query loss trains everything end to end through them.
 
-What differs from the paper (whose code is Chainer): the fast weights augment the last layers (u's top layer,
-both of b's layers), not every layer of the two CNNs; the representation loss is the cross-entropy (or MSE) of
-a slow linear head on u, over all K support examples (the paper samples T of them); the attention's cosine similarity
-is multiplied by a learned beta (starting at 10) before the softmax, where the paper uses the plain cosine,
-whose softmax over 5 items in [-1, 1] can barely single one out; the bodies are metalab's Conv4 (group norm)
-or sinusoid MLP; u's features are standardized per dimension by the support set's statistics (the queries'
-by the same), and b's are centred on the support set's mean. Two reasons: per-image group norm leaves different
-images' Conv4 features nearly parallel at initialization (models/snail.py), which would give the cosine
-attention little to choose by; and features that
-are never negative (an MLP's or raw pixels) under a Q* whose entries all have one sign, as d's first outputs
-can, make relu(Q* h) zero for every input, so the task-level fast weights would neither act nor learn. The same
-holds in b: m gives the many near-zero gradient coordinates one common value, so W1*'s entries can share a sign,
-and under features that are never negative (the bodies end in a ReLU) relu(W1* h) is then zero for every input;
-with some initializations the slow layer died too within a few steps and training sat at chance. Centring alone,
-not dividing by the deviations of a few support examples, keeps the features' scale.
+What differs from the paper (whose code is Chainer): the fast weights augment the last layers (u's top layer, both
+of b's layers), not every layer of the two CNNs; the representation loss is the cross-entropy (or MSE) of a slow
+linear head on u, over all K support examples (the paper samples T of them); the attention's cosine similarity is
+multiplied by a learned beta (starting at 10) before the softmax, where the paper uses the plain cosine, whose
+softmax over 5 items in [-1, 1] can barely single one out; the bodies are metalab's Conv4 (group norm) or sinusoid
+MLP; u's features are standardized per dimension by the support set's statistics (the queries' by the same), and in
+classification b's are centred on the support set's mean. Two reasons: per-image group norm leaves different images'
+Conv4 features nearly parallel at initialization (models/snail.py), which would give the cosine attention little to
+choose by; and features that are never negative (an MLP's or raw pixels) under a Q* whose entries all have one sign,
+as d's first outputs can, make relu(Q* h) zero for every input, so the task-level fast weights would neither act nor
+learn. The same holds in b: m gives the many near-zero gradient coordinates one common value, so W1*'s entries can
+share a sign, and under features that are never negative (the bodies end in a ReLU) relu(W1* h) is then zero for
+every input; with some initializations the slow layer died too within a few steps and training sat at chance.
+Centring alone, not dividing by the deviations of a few support examples, keeps the features' scale. A class is
+defined only relative to the support set, so centring hides nothing a classifier needs; a regression target depends
+on where x is, so b's regression features are left as they are.
 """
 
 import math
@@ -101,6 +102,8 @@ class MetaNetwork(BlackBox):
         # 2. example-level fast weights W*_i from the base learner's gradients
         features = self.features(support_x)
         feature_mean = features.mean(dim=1, keepdim=True)  # [B, 1, embed_dim]
+        if not self.classification:
+            feature_mean = torch.zeros_like(feature_mean)
         features = features - feature_mean
 
         def task_loss(w, feature, target):
