@@ -269,8 +269,8 @@ PRESETS: dict[str, Config] = {
     # 5,000 steps (not MAML's 70,000): the budget its results in docs/results.md were trained with
     "sinusoid-snail": _SINUSOID.replace(method="snail", shots=5, grad_clip=10.0, task_batching="loop", sequence_length=6,
                                         steps=5000, val_every=1000, checkpoint_every=1000),
-    # Meta Networks: fast-weight layers of 32 units over two of SNAIL's Conv4 (64 channels, max-pooling), 5,000 steps
-    "omniglot-5w1s-metanet": _BLACK_BOX.replace(method="metanet", width=32, hidden=64, pooling=True, steps=5000),
+    "omniglot-5w1s-metanet": _BLACK_BOX.replace(method="metanet", width=32, hidden=64, pooling=True, steps=5000,
+                                                elastic_alpha=34.0),  # fast-weight layers over SNAIL's Conv4
     "sinusoid-metanet": _SINUSOID.replace(method="metanet", width=40, grad_clip=10.0, task_batching="loop"),
     "sinusoid-attention": _SINUSOID.replace(method="attention", width=128, grad_clip=10.0, task_batching="loop"),
     # Implicit MAML: the paper's lambda 2, 5 CG steps, 16 / 25 inner steps of lr 0.1 at 5 / 20 ways (its code's rate).
