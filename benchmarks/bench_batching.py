@@ -42,7 +42,7 @@ import torch
 from metalab.data.episode import Episode
 from metalab.methods.batching import mean_task_loss
 from metalab.methods.learner import Learner, cross_entropy
-from metalab.methods.optimization import InnerLoop, init_meta, task_loss
+from metalab.methods.optimization import InnerLoop, init_meta, tasks_loss
 from metalab.models.networks import conv4
 from metalab.runtime import configure_torch
 
@@ -71,7 +71,7 @@ def problem(tasks, ways, shots, queries, hidden, pooling, norm, dtype, device, s
 def meta_step_fn(model, episode, steps, inner_lr, batching):
     inner = InnerLoop("maml", inner_lr)
     meta = init_meta(model, inner)  # copies of the model's parameters, on its device, requiring grad
-    loss = partial(task_loss, learner=Learner(model, cross_entropy), inner=inner, steps=steps)
+    loss = partial(tasks_loss, learner=Learner(model, cross_entropy), inner=inner, steps=steps, batching=batching)
 
     def meta_step():  # methods/batching.py directly: GradientMethod refuses vmap over torch's BatchNorm
         mean_loss, _ = mean_task_loss(loss, meta, episode, batching)

@@ -41,7 +41,7 @@ from bench_batching import machine, meta_step_fn, meta_step_parser, problem, run
 
 from metalab.methods.batching import mean_task_loss
 from metalab.methods.learner import Learner, cross_entropy
-from metalab.methods.optimization import InnerLoop, task_loss
+from metalab.methods.optimization import InnerLoop, tasks_loss
 
 LAYER_BY_SIZE = {28: "images 28x28", 14: "block 1 (14x14)", 7: "block 2 (7x7)", 4: "block 3 (4x4)",
                  2: "block 4 (2x2)"}
@@ -179,7 +179,8 @@ def child(spec: dict) -> dict:
 
 def task_loss_fn(model, steps: int, inner_lr: float):
     """The per-task loss meta_step_fn's compute() maps over the tasks (its forward half, to walk its graph)."""
-    return partial(task_loss, learner=Learner(model, cross_entropy), inner=InnerLoop("maml", inner_lr), steps=steps)
+    return partial(tasks_loss, learner=Learner(model, cross_entropy), inner=InnerLoop("maml", inner_lr), steps=steps,
+                   batching="vmap")
 
 
 def summarize(rows: dict, tasks: int, key: int) -> dict:

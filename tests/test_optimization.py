@@ -19,7 +19,7 @@ from metalab.methods.learner import (
     cross_entropy,
     mse,
 )
-from metalab.methods.optimization import GradientMethod, InnerLoop, init_meta, task_loss
+from metalab.methods.optimization import GradientMethod, InnerLoop, init_meta, tasks_loss
 from metalab.models.networks import conv4, mlp
 
 WAYS, SHOTS, QUERIES, SIZE, TASKS, ALPHA = 3, 2, 3, 8, 3, 0.3
@@ -124,7 +124,7 @@ def test_maml_agrees_with_central_finite_differences(steps):
     base = {n: p.detach() for n, p in meta["theta"].items()}
 
     def objective(params):
-        losses = [task_loss({"theta": params}, tuple(t[i] for t in episode), learner, inner, steps)[0]
+        losses = [tasks_loss({"theta": params}, episode.task(i), learner, inner, steps)[0][0]
                   for i in range(episode.batch_size)]
         return torch.stack(losses).mean().item()
 
@@ -275,7 +275,7 @@ def test_the_loops_stand_in_loss_has_the_mean_loss_and_the_per_task_gradients():
     for t in range(TASKS):
         meta = init_meta(model, InnerLoop("maml", ALPHA))
         meta = {g: {n: p.detach().double().requires_grad_(True) for n, p in ps.items()} for g, ps in meta.items()}
-        task_loss(meta, tuple(x[t] for x in episode), learner, InnerLoop("maml", ALPHA), 1)[0].backward()
+        tasks_loss(meta, episode.task(t), learner, InnerLoop("maml", ALPHA), 1)[0].sum().backward()
         expected = [e + p.grad / TASKS for e, p in zip(expected, meta["theta"].values(), strict=True)]
     for got, want in zip(results["loop"][2], expected, strict=True):
         torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)

@@ -41,7 +41,7 @@ from torch.func import grad
 from metalab.config import Config
 from metalab.data.episode import Episode
 from metalab.errors import MetalabError
-from metalab.methods.adapted import Trajectory, final_predictions, step_scores
+from metalab.methods.adapted import Trajectory, final_predictions, per_task, step_scores
 from metalab.methods.batching import check_vmap_norms, map_tasks
 from metalab.methods.learner import Learner, Params
 from metalab.methods.method import MetaParams
@@ -180,7 +180,8 @@ class ImplicitMAML:
         return final_predictions(self.learner, self._trajectory(meta), episode, steps, self.batching)
 
     def _trajectory(self, meta: MetaParams) -> Trajectory:
-        return partial(solve_steps, meta["theta"], learner=self.learner, lam=self.lam, lr=self.inner_lr)
+        return per_task(partial(solve_steps, meta["theta"], learner=self.learner, lam=self.lam, lr=self.inner_lr),
+                        self.batching)
 
     def _check(self, cg: Tensor) -> None:
         """cg [B, 2]: each task's relative residual and whether CG stopped at non-positive curvature. An error if

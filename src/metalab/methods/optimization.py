@@ -7,8 +7,12 @@
                     parameters, whose output layer starts at zero so that it starts as MAML
 
 The meta-gradient flows through every inner step with its true second-order terms: the inner gradient
-comes from torch.func.grad, which outer autograd differentiates again, i.e. Hessian-vector products;
-no Hessian is ever formed.
+is taken with create_graph, so that outer autograd differentiates it again, i.e. Hessian-vector products;
+no Hessian is ever formed. The tasks of a meta-batch adapt together: phi holds one copy of every tensor per
+task ([T, ...]), the forward passes are mapped over tasks (methods/batching.py), and one torch.autograd.grad
+of the tasks' summed support losses gives every task's gradient at once, since task t's loss depends on
+phi[t] alone. Plain autograd rather than torch.func.grad under vmap: the same numbers, less memory, and no
+torch._dynamo import (docs/design.md).
 
 Everything is a pure function of explicit parameters. `meta` holds every meta-learned tensor:
     meta["theta"]       the model's initial parameters (names as in model.named_parameters())
@@ -22,14 +26,13 @@ from typing import Iterator
 
 import torch
 from torch import Tensor, nn
-from torch.func import grad
 
 from metalab.config import Config
 from metalab.data.episode import Episode
 from metalab.errors import MetalabError
 from metalab.methods import update_rules
 from metalab.methods.adapted import Trajectory, final_predictions, step_scores
-from metalab.methods.batching import check_vmap_norms, mean_task_loss
+from metalab.methods.batching import check_vmap_norms, map_tasks, mean_task_loss
 from metalab.methods.learner import Learner, Params, copy_parameters
 from metalab.methods.method import MetaParams
 
@@ -89,38 +92,52 @@ def _step(meta: MetaParams, inner: InnerLoop, name: str, param: Tensor, gradient
     return update_rules.sgd(param, gradient, inner.inner_lr)
 
 
-def adapt_steps(meta: MetaParams, support_x: Tensor, support_y: Tensor, learner: Learner, inner: InnerLoop,
-                steps: int, first_order: bool = False) -> Iterator[Params]:
-    """Yield phi after 0, 1, ..., `steps` inner steps on one task's support set (support_x [n, ...])."""
-    phi = meta["theta"]
-    yield phi
+def adapt_tasks_steps(meta: MetaParams, support_x: Tensor, support_y: Tensor, learner: Learner, inner: InnerLoop,
+                      steps: int, batching: str = "loop", first_order: bool = False) -> Iterator[Params]:
+    """Yield the tasks' phi (every tensor [T, ...]) after 0, 1, ..., `steps` inner steps on their support sets
+    (support_x [T, n, ...], support_y [T, n, ...]), their forward passes mapped over tasks by `batching`.
 
-    def support_loss(params):
-        return learner.loss(learner.predict(params, support_x), support_y)
+    Under autograd the steps are differentiable with respect to meta; without it (evaluation), or first-order,
+    each inner gradient is taken at a detached copy of phi and its graph freed at once."""
+    predict = map_tasks(learner.predict, batching, in_dims=(0, 0))
+    task_losses = map_tasks(learner.loss, batching, in_dims=(0, 0))
+    second_order = torch.is_grad_enabled() and not (first_order or inner.rule == "fomaml")
+    phi = {name: p.expand(len(support_x), *p.shape) for name, p in meta["theta"].items()}
+    yield phi
 
     horizon = inner.progress_steps or steps
     for step in range(steps):
-        gradients = grad(support_loss)(phi)
-        if first_order or inner.rule == "fomaml":
-            gradients = {name: g.detach() for name, g in gradients.items()}
+        at = {name: p if second_order and p.requires_grad else p.detach().requires_grad_()
+              for name, p in phi.items()}
+        with torch.enable_grad():
+            loss = task_losses(predict(at, support_x), support_y).sum()
+            gradients = torch.autograd.grad(loss, list(at.values()), create_graph=second_order)
         progress = min(step, horizon - 1) / horizon
-        phi = {name: _step(meta, inner, name, p, gradients[name], progress, step) for name, p in phi.items()}
+        phi = {name: _step(meta, inner, name, p, g, progress, step) for (name, p), g in zip(phi.items(), gradients)}
         yield phi
 
 
+def adapt_steps(meta: MetaParams, support_x: Tensor, support_y: Tensor, learner: Learner, inner: InnerLoop,
+                steps: int, first_order: bool = False) -> Iterator[Params]:
+    """Yield one task's phi after 0, 1, ..., `steps` inner steps on its support set (support_x [n, ...])."""
+    for phi in adapt_tasks_steps(meta, support_x[None], support_y[None], learner, inner, steps, "loop", first_order):
+        yield {name: p[0] for name, p in phi.items()}
+
+
 def adapt(meta, support_x, support_y, learner, inner, steps, first_order=False) -> Params:
-    """adapt(theta, support) -> phi."""
+    """adapt(theta, support) -> phi, for one task."""
     for phi in adapt_steps(meta, support_x, support_y, learner, inner, steps, first_order):
         pass
     return phi
 
 
-def task_loss(meta, task, learner: Learner, inner: InnerLoop, steps: int,
-              first_order: bool = False) -> tuple[Tensor, Tensor]:
-    """Query loss after adaptation for one task (tensors without batch dimension), and its score."""
-    support_x, support_y, query_x, query_y = task
-    phi = adapt(meta, support_x, support_y, learner, inner, steps, first_order)
-    return learner.loss_and_score(phi, query_x, query_y)
+def tasks_loss(meta: MetaParams, episode: Episode, learner: Learner, inner: InnerLoop, steps: int,
+               batching: str = "loop", first_order: bool = False) -> tuple[Tensor, Tensor]:
+    """Each task's query loss [T] after adaptation, and its score [T] (detached)."""
+    for phi in adapt_tasks_steps(meta, episode.support_x, episode.support_y, learner, inner, steps, batching,
+                                 first_order):
+        pass
+    return map_tasks(learner.loss_and_score, batching, in_dims=(0, 0, 0))(phi, episode.query_x, episode.query_y)
 
 
 @dataclass(frozen=True)
@@ -151,8 +168,8 @@ class GradientMethod:
         return init_meta(self.learner.model, self.inner)
 
     def meta_loss(self, meta: MetaParams, episode: Episode, step: int) -> tuple[Tensor, Tensor]:
-        loss = partial(task_loss, learner=self.learner, inner=self.inner, steps=self.train_steps,
-                       first_order=step < self.first_order_warmup)
+        loss = partial(tasks_loss, learner=self.learner, inner=self.inner, steps=self.train_steps,
+                       batching=self.batching, first_order=step < self.first_order_warmup)
         return mean_task_loss(loss, meta, episode, self.batching)
 
     def scores(self, meta: MetaParams, episode: Episode, steps: int) -> Tensor:
@@ -162,4 +179,4 @@ class GradientMethod:
         return final_predictions(self.learner, self._trajectory(meta), episode, steps, self.batching)
 
     def _trajectory(self, meta: MetaParams) -> Trajectory:
-        return partial(adapt_steps, meta, learner=self.learner, inner=self.inner)
+        return partial(adapt_tasks_steps, meta, learner=self.learner, inner=self.inner, batching=self.batching)
