@@ -9,7 +9,7 @@ Run on demand:
 The problem is by default bench_maml.py's: Conv4-64 with max-pooling, 32 random 5-way 1-shot 15-query tasks,
 inner lr 0.4, S inner steps (--steps-list); options change each. Four ways to compute its meta-gradient:
 
-  loop/native       mean_task_loss(..., batching="loop"), nn.BatchNorm2d   (metalab's default)
+  loop/native       tasks one at a time (chunk=1), nn.BatchNorm2d   (metalab's default)
   loop/set_batch    the same loop with SetBatchNorm
   vmap/native       batching="vmap" with nn.BatchNorm2d
   vmap/set_batch    batching="vmap" with SetBatchNorm
@@ -74,7 +74,7 @@ def meta_step_fn(model, episode, steps, inner_lr, batching):
     loss = partial(tasks_loss, learner=Learner(model, cross_entropy), inner=inner, steps=steps, batching=batching)
 
     def meta_step():  # methods/batching.py directly: GradientMethod refuses vmap over torch's BatchNorm
-        mean_loss, _ = mean_task_loss(loss, meta, episode, batching)
+        mean_loss, _ = mean_task_loss(loss, meta, episode, 1 if batching == "loop" else 0)
         mean_loss.backward()
         return mean_loss.item()
 

@@ -11,7 +11,7 @@ The problem: Conv4 (3x3 conv, batch norm, ReLU, 2x2 max-pool; 64 channels), a me
 default 1 and 5), the true second-order meta-gradient. Three implementations compute it (metalab's Conv4
 max-pools before its ReLU, the same function; the libraries run the usual order, see textbook_order):
 
-  metalab      mean_task_loss(tasks_loss, meta, episode, "loop").backward()
+  metalab      mean_task_loss(tasks_loss, meta, episode, chunk=1).backward()  (tasks one at a time)
   learn2learn  l2l.algorithms.MAML(model, lr, first_order=False): clone(), adapt() S times
   higher       higher.innerloop_ctx(model, SGD, copy_initial_weights=False, track_higher_grads=True)
 
@@ -316,10 +316,11 @@ def child_prepare(spec: dict) -> dict:
     return {"parameters": sum(p.numel() for p in model.parameters())}
 
 
-def build_meta_step(impl: str, model, episode, steps: int, inner_lr: float, batching: str = "loop"):
+def build_meta_step(impl: str, model, episode, steps: int, inner_lr: float, batching: str = "loop",
+                    chunk: int = 0):
     """(compute, named_parameters): compute() adds d(mean query loss)/d(theta) to the .grad of the
     parameters and returns the mean query loss; named_parameters() are the meta-parameters theta.
-    `batching` is metalab's way of batching the tasks (training/meta_step.py)."""
+    `batching` and `chunk` are metalab's way of batching the tasks (methods/batching.py)."""
     import torch
     import torch.nn.functional as F
 
@@ -341,7 +342,7 @@ def build_meta_step(impl: str, model, episode, steps: int, inner_lr: float, batc
         batch = Episode(*episode)
 
         def compute():
-            loss, _ = mean_task_loss(loss_fn, meta, batch, batching)
+            loss, _ = mean_task_loss(loss_fn, meta, batch, 1 if batching == "loop" else chunk)
             loss.backward()
             return loss.item()
 
@@ -424,7 +425,8 @@ def child_gradient(spec: dict) -> dict:
     import torch
 
     model, episode, c = load_problem(spec)
-    compute, named = build_meta_step(spec["impl"], model, episode, spec["steps"], c["inner_lr"], c["metalab_batching"])
+    compute, named = build_meta_step(spec["impl"], model, episode, spec["steps"], c["inner_lr"], c["metalab_batching"],
+                                     c.get("metalab_chunk", 0))
     loss = compute()
     torch.save({name: p.grad.detach().clone() for name, p in named()}, spec["out"])
     return {"loss": loss}
@@ -438,7 +440,8 @@ def child_time(spec: dict) -> dict:
     import torch
 
     model, episode, c = load_problem(spec)
-    compute, named = build_meta_step(spec["impl"], model, episode, spec["steps"], c["inner_lr"], c["metalab_batching"])
+    compute, named = build_meta_step(spec["impl"], model, episode, spec["steps"], c["inner_lr"], c["metalab_batching"],
+                                     c.get("metalab_chunk", 0))
     optimizer = torch.optim.Adam([p for _, p in named()], lr=1e-3)
     rss_setup = peak_rss_mib()  # imports, inputs and model: what the meta-steps are measured above
     times, cpu_times, losses = [], [], []
@@ -566,6 +569,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="Conv4 with 2x2 max-pooling, or the MAML paper's stride-2 convolutions (metalab's presets)")
     parser.add_argument("--metalab-batching", choices=("loop", "vmap"), default="loop",
                         help="how metalab batches the tasks (the libraries loop, as their MAML examples do)")
+    parser.add_argument("--metalab-chunk", type=int, default=0,
+                        help="with --metalab-batching vmap: tasks per vmapped chunk (metalab's --task-chunk; 0: all)")
     parser.add_argument("--inner-lr", type=float, default=0.4)
     parser.add_argument("--seed", type=int, default=0, help="weights and tasks (the same for all three)")
     parser.add_argument("--memory-steps", type=lambda text: parse_list(text, allow_empty=True),
@@ -611,7 +616,7 @@ def default_cache() -> Path:
 def problem_config(args, **overrides) -> dict:
     config = {"seed": args.seed, "ways": args.ways, "shots": args.shots, "queries": args.queries,
               "hidden": args.hidden, "pooling": args.pooling == "max", "tasks": args.tasks, "inner_lr": args.inner_lr,
-              "metalab_batching": args.metalab_batching}
+              "metalab_batching": args.metalab_batching, "metalab_chunk": args.metalab_chunk}
     config.update(overrides)
     return config
 
@@ -790,7 +795,8 @@ def write_report(report: dict, out: str) -> None:
 def print_table(report: dict) -> None:
     m, p = report["machine"], report["problem"]
     print(f"\nsecond-order MAML meta-step: Conv4 {p['hidden']} ch ({'max-pool' if p['pooling'] else 'stride 2'}, "
-          f"batch norm; metalab batches tasks by {p['metalab_batching']}), {p['tasks']} tasks "
+          f"batch norm; metalab batches tasks by {p['metalab_batching']}, chunk {p.get('metalab_chunk', 0)}), "
+          f"{p['tasks']} tasks "
           f"{p['ways']}-way {p['shots']}-shot {p['queries']}-query, 28x28, inner lr {p['inner_lr']}")
     print(f"torch {m['torch']}, {m['torch_threads']} thread(s), {m['cpu_count']} CPUs, malloc {m['malloc']}, load "
           f"average {fmt_load(m['load_average_at_start'])} at start, {fmt_load(m['load_average_at_end'])} at end")

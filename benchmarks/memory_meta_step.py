@@ -170,7 +170,7 @@ def child(spec: dict) -> dict:
     for p in meta["theta"].values():
         p.grad = None
     marks = phase_marks(model, spec["steps"])
-    loss, _ = mean_task_loss(task_loss_fn(model, spec["steps"], args["inner_lr"]), meta, episode, "vmap")
+    loss, _ = mean_task_loss(task_loss_fn(model, spec["steps"], args["inner_lr"]), meta, episode)
     total, rows = saved_tensors(loss, [*episode, *meta["theta"].values()], marks)
     del loss
     peak = profiled_peak(compute)

@@ -70,11 +70,11 @@ def reference_meta_gradient(model, episode, steps, first_order=False, pooling=Fa
 
 
 def metalab_meta_gradient(model, episode, steps, method="maml", batching="loop", lr_shape="element", step=0,
-                          first_order_warmup=0):
+                          first_order_warmup=0, chunk=0):
     """meta with .grad of the mean query loss, through the seam the training loop uses (GradientMethod.meta_loss)."""
     inner = InnerLoop(method, ALPHA, lr_shape)
     gradient_method = GradientMethod(Learner(model, cross_entropy), inner, train_steps=steps, batching=batching,
-                                     first_order_warmup=first_order_warmup)
+                                     first_order_warmup=first_order_warmup, chunk=chunk)
     meta = init_meta(model, inner)
     meta = {g: {n: p.detach().double().requires_grad_(True) for n, p in ps.items()} for g, ps in meta.items()}
     loss, _ = gradient_method.meta_loss(meta, episode, step)
@@ -241,6 +241,29 @@ def test_every_method_with_tasks_batched_by_vmap_equals_the_loop(method):
             torch.testing.assert_close(grads["vmap"][group][name].grad, p.grad, rtol=1e-6, atol=1e-10)
 
 
+@pytest.mark.parametrize("steps", [1, 3])
+def test_vmap_in_chunks_equals_the_unrolled_reference(steps):
+    """--task-chunk 2 of 3 tasks (a last chunk of one): each chunk's graph is freed before the next is built, and
+    the meta-gradient is still the batch's."""
+    model, episode = tiny_problem(norm="set_batch")
+    expected = reference_meta_gradient(model, episode, steps)
+    got = theta_grads(metalab_meta_gradient(model, episode, steps, batching="vmap", chunk=2))
+    for e, g in zip(expected, got, strict=True):
+        torch.testing.assert_close(g, e, rtol=1e-6, atol=1e-10)
+
+
+@pytest.mark.parametrize("method", ["metasgd", "learned_update"])
+def test_every_group_of_meta_parameters_gets_its_gradient_in_chunks(method):
+    model, episode = tiny_problem(norm="set_batch")
+    grads = {}
+    for chunk in (0, 2):
+        torch.manual_seed(1)
+        grads[chunk] = metalab_meta_gradient(model, episode, 2, method, "vmap", chunk=chunk)
+    for group, params in grads[0].items():
+        for name, p in params.items():
+            torch.testing.assert_close(grads[2][group][name].grad, p.grad, rtol=1e-9, atol=1e-12)
+
+
 def test_vmap_over_torchs_batch_norm_is_refused_with_the_fix():
     model, _ = tiny_problem(norm="batch")
     with pytest.raises(MetalabError, match="SetBatchNorm in the network, or --task-batching loop"):
@@ -279,3 +302,15 @@ def test_the_loops_stand_in_loss_has_the_mean_loss_and_the_per_task_gradients():
         expected = [e + p.grad / TASKS for e, p in zip(expected, meta["theta"].values(), strict=True)]
     for got, want in zip(results["loop"][2], expected, strict=True):
         torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("changes, fragment", [
+    ({"method": "protonet", "task_chunk": 4}, "protonet batches its tasks its own way"),
+    ({"task_batching": "loop", "task_chunk": 4}, "add --task-batching vmap"),
+])
+def test_task_chunks_where_they_do_not_apply_are_refused_with_the_fix(changes, fragment):
+    from metalab.config import preset
+    from metalab.methods.registry import make_method
+
+    with pytest.raises(MetalabError, match=fragment):
+        make_method(preset("omniglot-5w1s-maml").replace(**changes), Learner(torch.nn.Linear(2, 2), cross_entropy))

@@ -31,7 +31,7 @@ CONFIG_POSITIVE = ("ways", "shots", "queries", "hidden", "width", "layers", "mem
 CONFIG_AT_LEAST_ZERO = ("val_ways", "inner_steps", "eval_inner_steps", "first_order_warmup", "threads",
                         "train_alphabets", "seed", "grad_clip", "augment", "sequence_length", "amplitude_min",
                         "amplitude_max", "phase_min", "phase_max", "bias_transformation", "within_alphabet",
-                        "elastic_alpha", "label_smoothing", "stroke_drawers", "stroke_characters")
+                        "elastic_alpha", "label_smoothing", "stroke_drawers", "stroke_characters", "task_chunk")
 IMAGE_OPTIONS = ("mirrors", "augment", "elastic_alpha", "stroke_drawers", "stroke_characters", "train_alphabets",
                  "within_alphabet")  # they act on Omniglot's classes: refused for regression problems
 
@@ -95,6 +95,7 @@ class Config(Settings):
     lr_schedule: str = "cosine"  # cosine (to 0 at `steps`) | constant
     grad_clip: float = 10.0  # max global norm of the meta-gradient; 0 disables clipping
     task_batching: str = "loop"  # loop | vmap: a measured choice per problem and device (docs/performance.md)
+    task_chunk: int = 0  # vmap, MAML family: tasks per vmapped chunk, each chunk's graph freed in turn; 0: all at once
     # validation, checkpoints, logs
     val_every: int = 500
     val_episodes: int = 200
@@ -264,11 +265,10 @@ PRESETS: dict[str, Config] = {
     # SNAIL: the paper's Omniglot model (Conv4 of 64 channels with max-pooling); the TC blocks are sized for the
     # training episodes (T = N * K + 1), so a model trained at 1 shot also reads 5-shot episodes
     "omniglot-5w1s-snail": _BLACK_BOX.replace(method="snail", hidden=64, pooling=True, sequence_length=6),
-    # trained at the 5 shots it is evaluated at: SNAIL reads positions, and one trained on 10-point support sets reads
-    # 5-point ones poorly (docs/results.md)
-    # 5,000 steps (not MAML's 70,000): the budget its results in docs/results.md were trained with
-    "sinusoid-snail": _SINUSOID.replace(method="snail", shots=5, grad_clip=10.0, task_batching="loop", sequence_length=6,
-                                        steps=5000, val_every=1000, checkpoint_every=1000),
+    # trained at the 5 shots it is evaluated at (SNAIL reads positions: one trained on 10-point support sets reads
+    # 5-point ones poorly), for 5,000 steps, not MAML's 70,000: the budget of its results in docs/results.md
+    "sinusoid-snail": _SINUSOID.replace(method="snail", shots=5, grad_clip=10.0, task_batching="loop",
+                                        sequence_length=6, steps=5000, val_every=1000, checkpoint_every=1000),
     "omniglot-5w1s-metanet": _BLACK_BOX.replace(method="metanet", width=32, hidden=64, pooling=True, steps=5000,
                                                 elastic_alpha=34.0),  # fast-weight layers over SNAIL's Conv4
     "sinusoid-metanet": _SINUSOID.replace(method="metanet", width=40, grad_clip=10.0, task_batching="loop"),

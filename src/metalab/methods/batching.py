@@ -49,25 +49,26 @@ def check_vmap_norms(model: nn.Module, batching: str) -> None:
 
 
 def mean_task_loss(tasks_loss: Callable, meta: dict[str, Params], episode: Episode,
-                   batching: str) -> tuple[Tensor, Tensor]:
+                   chunk: int = 0) -> tuple[Tensor, Tensor]:
     """(mean query loss, mean score) over the episode's tasks, for tasks_loss(meta, tasks) -> (losses [T],
     scores [T]) of the T tasks of an Episode. The loss's gradient is the meta-gradient.
 
-    With "loop" under autograd, tasks_loss sees one task at a time and each task's gradient is taken at once
-    (freeing its graph); the returned loss is then a stand-in: the mean loss's value, with a gradient of exactly
-    the summed per-task gradients."""
+    With `chunk` tasks at a time (0: all at once) under autograd, each chunk's gradient is taken at once, freeing
+    its graph, so that memory holds one chunk's graph, not the batch's; the returned loss is then a stand-in: the
+    mean loss's value, with a gradient of exactly the summed per-chunk gradients."""
     leaves = [p for p in tree_leaves(meta) if p.requires_grad]
-    if batching == "vmap" or not (leaves and torch.is_grad_enabled()):
+    tasks = episode.batch_size
+    if not 0 < chunk < tasks or not (leaves and torch.is_grad_enabled()):
         losses, scores = tasks_loss(meta, episode)
         return losses.mean(), scores.mean()
     gradient_sums = [torch.zeros_like(p) for p in leaves]
     loss_sum, score_sum = 0.0, 0.0
-    for i in range(episode.batch_size):
-        loss, score = tasks_loss(meta, episode.task(i))
-        gradients = torch.autograd.grad(loss.sum() / episode.batch_size, leaves, allow_unused=True)
+    for start in range(0, tasks, chunk):
+        loss, score = tasks_loss(meta, episode.tasks(start, start + chunk))
+        gradients = torch.autograd.grad(loss.sum() / tasks, leaves, allow_unused=True)
         for total, gradient in zip(gradient_sums, gradients):
             if gradient is not None:
                 total += gradient
         loss_sum, score_sum = loss_sum + loss.detach().sum(), score_sum + score.sum()
     linear = sum((p * g).sum() for p, g in zip(leaves, gradient_sums))
-    return loss_sum / episode.batch_size + (linear - linear.detach()), score_sum / episode.batch_size
+    return loss_sum / tasks + (linear - linear.detach()), score_sum / tasks

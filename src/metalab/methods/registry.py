@@ -8,7 +8,8 @@ method adapts; True, the black-box learner of the same name in models/blackbox.p
 (prototypical networks' embedding). `any_ways`: the method reads the number of ways from each episode, so it can
 be validated at other ways than it trains with (`--val-ways`). `fixed_support`: the learner reads a support set
 of the size it was built for (SNAIL's TC blocks are sized for one sequence length), so it takes no extra shots at
-test time (`metalab eval --support-augment`).
+test time (`metalab eval --support-augment`). `chunks`: the method splits a meta-batch under vmap into chunks of
+`--task-chunk` tasks.
 """
 
 from dataclasses import dataclass
@@ -33,13 +34,14 @@ class Entry:
     network: Callable[[Config, tuple, int], nn.Module] | None = None
     any_ways: bool = False
     fixed_support: bool = False
+    chunks: bool = False
 
 
 METHODS: dict[str, Entry] = {
-    "maml": Entry(GradientMethod.from_config),
-    "fomaml": Entry(GradientMethod.from_config),
-    "metasgd": Entry(GradientMethod.from_config),
-    "learned_update": Entry(GradientMethod.from_config),
+    "maml": Entry(GradientMethod.from_config, chunks=True),
+    "fomaml": Entry(GradientMethod.from_config, chunks=True),
+    "metasgd": Entry(GradientMethod.from_config, chunks=True),
+    "learned_update": Entry(GradientMethod.from_config, chunks=True),
     "lstm": Entry(BlackBoxMethod.from_config, blackbox=True),
     "mann": Entry(BlackBoxMethod.from_config, blackbox=True),
     "average": Entry(BlackBoxMethod.from_config, blackbox=True),
@@ -63,4 +65,11 @@ def entry(name: str) -> Entry:
 
 
 def make_method(config: Config, learner: Learner) -> Method:
-    return entry(config.method).build(config, learner)
+    method = entry(config.method)
+    if config.task_chunk and not method.chunks:
+        chunked = ", ".join(name for name, e in METHODS.items() if e.chunks)
+        raise MetalabError(f"--task-chunk splits the meta-batch of {chunked}; {config.method} batches its tasks its "
+                           "own way: drop --task-chunk")
+    if config.task_chunk and config.task_batching != "vmap":
+        raise MetalabError("--task-chunk splits a meta-batch whose tasks are under vmap; add --task-batching vmap")
+    return method.build(config, learner)
