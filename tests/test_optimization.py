@@ -87,13 +87,13 @@ def theta_grads(meta):
 
 
 @pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("batching, norm", [("loop", "batch"), ("vmap", "set_batch")])
+@pytest.mark.parametrize("batching, norm", [("loop", "batch"), ("vmap", "set_batch"), ("vmap", "batch")])
 @pytest.mark.parametrize("pooling", [False, True])
 @pytest.mark.parametrize("steps", [1, 3])
 def test_maml_equals_unrolled_reference(steps, pooling, batching, norm, device):
     """Also for the max-pooling Conv4, which pools before its ReLU: the same function and gradients; for
-    tasks batched by vmap, with the written-out batch norm that vmap differentiates exactly; and on a GPU.
-    The reference runs on the CPU."""
+    tasks batched by vmap, with torch's batch norm (vmap maps the forward passes only; autograd differentiates)
+    and with the written-out one; and on a GPU. The reference runs on the CPU."""
     model, episode = tiny_problem(pooling=pooling, norm=norm)
     expected = reference_meta_gradient(model, episode, steps, pooling=pooling)
     got = theta_grads(metalab_meta_gradient(model.to(device), episode.to(device), steps, batching=batching))
@@ -264,10 +264,13 @@ def test_every_group_of_meta_parameters_gets_its_gradient_in_chunks(method):
             torch.testing.assert_close(grads[2][group][name].grad, p.grad, rtol=1e-9, atol=1e-12)
 
 
-def test_vmap_over_torchs_batch_norm_is_refused_with_the_fix():
+def test_imaml_under_vmap_over_torchs_batch_norm_is_refused_with_the_fix():
+    """iMAML differentiates inside vmap (torch.func), where torch's batch norm has wrong second derivatives."""
+    from metalab.methods.imaml import ImplicitMAML
+
     model, _ = tiny_problem(norm="batch")
     with pytest.raises(MetalabError, match="SetBatchNorm in the network, or --task-batching loop"):
-        GradientMethod(Learner(model, cross_entropy), InnerLoop("maml", ALPHA), batching="vmap")
+        ImplicitMAML(Learner(model, cross_entropy), batching="vmap")
 
 
 def test_first_order_warmup_is_first_order_before_its_step_and_second_order_from_it():

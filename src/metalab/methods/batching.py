@@ -4,21 +4,20 @@
     "loop"  one task at a time; during meta-training each task's graph is freed as soon as its gradient is
             taken, so memory holds one task's graph, not the batch's.
 Which is faster depends on the problem and the device (docs/performance.md); both compute the same thing, and
-tests check that they agree. vmap needs networks whose operators it differentiates exactly: torch's native
-batch norm is not one of them at second order, so problem.py gives a Conv4 whose tasks are batched by vmap the
-written-out SetBatchNorm (docs/design.md).
+tests check that they agree. The MAML family maps only forward passes with vmap and differentiates with plain
+autograd; iMAML differentiates inside vmap with torch.func, which needs the written-out SetBatchNorm
+(docs/design.md).
 """
 
 from typing import Callable
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 from torch.func import vmap
 from torch.utils._pytree import tree_leaves, tree_map
 
 from metalab.config import TASK_BATCHING
 from metalab.data.episode import Episode
-from metalab.errors import MetalabError
 from metalab.methods.learner import Params
 
 
@@ -38,14 +37,6 @@ def map_tasks(fn: Callable, batching: str, in_dims: tuple) -> Callable:
         return tree_map(lambda *values: torch.stack(values), *outputs)
 
     return looped
-
-
-def check_vmap_norms(model: nn.Module, batching: str) -> None:
-    """A clear error for tasks under vmap through torch's BatchNorm, whose second derivatives vmap gets wrong."""
-    if batching == "vmap" and any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
-        raise MetalabError("tasks batched by vmap get a wrong second-order meta-gradient through torch's "
-                           "BatchNorm layers; use metalab.models.networks.SetBatchNorm in the network, "
-                           "or --task-batching loop")
 
 
 def mean_task_loss(tasks_loss: Callable, meta: dict[str, Params], episode: Episode,

@@ -35,14 +35,14 @@ from functools import partial
 from typing import Callable, Iterator
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 from torch.func import grad
 
 from metalab.config import Config
 from metalab.data.episode import Episode
 from metalab.errors import MetalabError
 from metalab.methods.adapted import Trajectory, final_predictions, per_task, step_scores
-from metalab.methods.batching import check_vmap_norms, map_tasks
+from metalab.methods.batching import map_tasks
 from metalab.methods.learner import Learner, Params
 from metalab.methods.method import MetaParams
 
@@ -145,7 +145,7 @@ class ImplicitMAML:
     _warned: set = field(default_factory=set, compare=False, repr=False)  # warnings already given in this run
 
     def __post_init__(self):
-        check_vmap_norms(self.learner.model, self.batching)
+        _check_vmap_norms(self.learner.model, self.batching)
         if self.inner_lr * self.lam >= 2 and max(self.train_steps, self.eval_steps) > 0:
             # the pull toward theta alone multiplies phi - theta by (1 - lr * lambda) each step
             raise MetalabError(f"--inner-lr {self.inner_lr} times --imaml-lambda {self.lam} must be below 2, or the "
@@ -202,3 +202,11 @@ class ImplicitMAML:
             warnings.warn(f"conjugate gradient stopped at a relative residual of {residuals.max().item():.3g} after "
                           f"{self.cg_steps} steps: the meta-gradient is approximate; raise --cg-steps or "
                           "--imaml-lambda", stacklevel=2)
+
+
+def _check_vmap_norms(model: nn.Module, batching: str) -> None:
+    """torch.func's transforms under vmap get the second derivatives of torch's own batch norm wrong."""
+    if batching == "vmap" and any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+        raise MetalabError("iMAML with its tasks batched by vmap gets wrong Hessian-vector products through torch's "
+                           "BatchNorm layers; use metalab.models.networks.SetBatchNorm in the network, or "
+                           "--task-batching loop")

@@ -32,7 +32,7 @@ from metalab.data.episode import Episode
 from metalab.errors import MetalabError
 from metalab.methods import update_rules
 from metalab.methods.adapted import Trajectory, final_predictions, step_scores
-from metalab.methods.batching import check_vmap_norms, map_tasks, mean_task_loss
+from metalab.methods.batching import map_tasks, mean_task_loss
 from metalab.methods.learner import Learner, Params, copy_parameters
 from metalab.methods.method import MetaParams
 
@@ -152,9 +152,6 @@ class GradientMethod:
     batching: str = "loop"  # methods/batching.py
     chunk: int = 0  # under vmap, tasks per chunk whose graph is freed before the next (0: all at once)
     step_name: str = "inner steps"
-
-    def __post_init__(self):
-        check_vmap_norms(self.learner.model, self.batching)
 
     @classmethod
     def from_config(cls, config: Config, learner: Learner) -> "GradientMethod":
