@@ -6,7 +6,7 @@ Run on demand (memory only, no timing: safe on a busy machine):
     python benchmarks/memory_meta_step.py --steps-list 1 --tasks 4
 
 The problem is the Omniglot presets' (bench_batching.py's `problem`): Conv4-32 with stride-2 convolutions and
-the written-out SetBatchNorm, 16 random 5-way 1-shot 5-query tasks under torch.func.vmap, second-order MAML
+the written-out SetBatchNorm, 16 random 5-way 1-shot 5-query tasks under vmap, second-order MAML
 (inner lr 0.4). For each S, in a fresh child process with one torch thread:
 
   saved     After the forward pass (the mean query loss computed, before backward), the autograd graph is
@@ -16,7 +16,8 @@ the written-out SetBatchNorm, 16 random 5-way 1-shot 5-query tasks under torch.f
             labelled by the operator that saves it, its spatial size (the layer: 28 the images, 14/7/4/2 the
             outputs of conv blocks 1-4, "flat" the rest) and the phase that created the node (support forward
             of inner step k, its inner gradient and update, query forward), from autograd sequence numbers
-            read in module hooks. torch.func.grad refuses saved-tensor hooks, hence the walk.
+            read in module hooks. (The walk dates from when the inner gradient was torch.func.grad, which
+            refuses saved-tensor hooks.)
   peak      One meta-step (forward and backward) under torch.profiler(profile_memory=True): the peak of live
             bytes from the allocator's events, and what is live at that moment by phase (forward, or the
             backward node running) and allocating operator.
@@ -24,14 +25,12 @@ the written-out SetBatchNorm, 16 random 5-way 1-shot 5-query tasks under torch.f
             children), with glibc's allocator mapping every block of 64 KiB or more on its own (bench_maml's
             "mmap" setting) so that RSS follows live memory: the difference over tasks - 1 is the memory per task;
             the 1-task figure holds what every process pays once on its first meta-step (kernels' code, and
-            the modules imported on first use), less torch._dynamo, which torch.func.grad imports on its first
-            call: its import is measured apart, before the first meta-step.
+            the modules imported on first use).
 
 Writes benchmarks/results/memory-meta-step-cpu.json (--out) and prints the tables.
 """
 
 import collections
-import importlib
 import json
 import sys
 from functools import partial
@@ -158,14 +157,11 @@ def child(spec: dict) -> dict:
                              "set_batch", torch.float32, "cpu")
     meta, compute = meta_step_fn(model, episode, spec["steps"], args["inner_lr"], "vmap")
     if spec["mode"] == "rss":
-        start = bench_maml.peak_rss_mib()
-        importlib.import_module("torch._dynamo")  # what torch.func.grad imports on its first call, measured apart
         before = bench_maml.peak_rss_mib()
         compute()
         first = bench_maml.peak_rss_mib()
         compute()
-        return {"torch_dynamo_import_mib": before - start, "first_step_mib": first - before,
-                "peak_above_start_mib": bench_maml.peak_rss_mib() - before}
+        return {"first_step_mib": first - before, "peak_above_start_mib": bench_maml.peak_rss_mib() - before}
     compute()  # the first meta-step imports and initializes what later ones reuse
     for p in meta["theta"].values():
         p.grad = None
@@ -242,8 +238,7 @@ def print_tables(report: dict, tasks: int) -> None:
         one, all_tasks = (r["rss_above_start_mib"][t]["peak_above_start_mib"] for t in ("1", str(tasks)))
         print(f"\nS={steps}: saved for backward {r['saved_mib_per_task']:.2f}, peak live "
               f"{r['peak_live_mib_per_task']:.2f}, peak RSS {r['rss_mib_per_task']:.2f} per task "
-              f"(1 task: {one:.0f} MiB above start, {tasks} tasks: {all_tasks:.0f}; importing torch._dynamo before: "
-              f"{r['rss_above_start_mib']['1']['torch_dynamo_import_mib']:.0f})")
+              f"(1 task: {one:.0f} MiB above start, {tasks} tasks: {all_tasks:.0f})")
         for field in ("layer", "phase", "op"):
             rows = r[f"saved_mib_per_task_by_{field}"]
             print(f"  saved by {field}: " + ", ".join(f"{k} {v:.3f}" for k, v in list(rows.items())[:8]))
