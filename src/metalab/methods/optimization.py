@@ -11,8 +11,8 @@ is taken with create_graph, so that outer autograd differentiates it again, i.e.
 no Hessian is ever formed. The tasks of a meta-batch adapt together: phi holds one copy of every tensor per
 task ([T, ...]), the forward passes are mapped over tasks (methods/batching.py), and one torch.autograd.grad
 of the tasks' summed support losses gives every task's gradient at once, since task t's loss depends on
-phi[t] alone. Plain autograd rather than torch.func.grad under vmap: the same numbers, less memory, and no
-torch._dynamo import (docs/design.md).
+phi[t] alone. Plain autograd rather than torch.func.grad under vmap: the same numbers, no torch._dynamo import,
+and torch's own batch norm differentiated exactly (docs/design.md).
 
 Everything is a pure function of explicit parameters. `meta` holds every meta-learned tensor:
     meta["theta"]       the model's initial parameters (names as in model.named_parameters())
