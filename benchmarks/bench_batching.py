@@ -9,7 +9,7 @@ Run on demand:
 The problem is by default bench_maml.py's: Conv4-64 with max-pooling, 32 random 5-way 1-shot 15-query tasks,
 inner lr 0.4, S inner steps (--steps-list); options change each. Four ways to compute its meta-gradient:
 
-  loop/native       tasks one at a time (chunk=1), nn.BatchNorm2d   (metalab's default)
+  loop/native       batching="loop" with nn.BatchNorm2d   (metalab's default)
   loop/set_batch    the same loop with SetBatchNorm
   vmap/native       batching="vmap" with nn.BatchNorm2d
   vmap/set_batch    batching="vmap" with SetBatchNorm
@@ -34,15 +34,13 @@ import subprocess
 import sys
 import time
 from datetime import datetime, timezone
-from functools import partial
 from pathlib import Path
 
 import torch
 
 from metalab.data.episode import Episode
-from metalab.methods.batching import mean_task_loss
 from metalab.methods.learner import Learner, cross_entropy
-from metalab.methods.optimization import InnerLoop, init_meta, tasks_loss
+from metalab.methods.optimization import GradientMethod, InnerLoop
 from metalab.models.networks import conv4
 from metalab.runtime import configure_torch
 
@@ -68,13 +66,18 @@ def problem(tasks, ways, shots, queries, hidden, pooling, norm, dtype, device, s
     return model, episode.to(device)
 
 
-def meta_step_fn(model, episode, steps, inner_lr, batching):
-    inner = InnerLoop("maml", inner_lr)
-    meta = init_meta(model, inner)  # copies of the model's parameters, on its device, requiring grad
-    loss = partial(tasks_loss, learner=Learner(model, cross_entropy), inner=inner, steps=steps, batching=batching)
+def maml(model, steps: int, inner_lr: float, batching: str, chunk: int = 0) -> GradientMethod:
+    """Second-order MAML on the model, as the training loop runs it (GradientMethod.meta_loss)."""
+    return GradientMethod(Learner(model, cross_entropy), InnerLoop("maml", inner_lr), train_steps=steps,
+                          batching=batching, chunk=chunk)
 
-    def meta_step():  # methods/batching.py directly: GradientMethod refuses vmap over torch's BatchNorm
-        mean_loss, _ = mean_task_loss(loss, meta, episode, 1 if batching == "loop" else 0)
+
+def meta_step_fn(model, episode, steps, inner_lr, batching):
+    method = maml(model, steps, inner_lr, batching)
+    meta = method.init_meta()  # copies of the model's parameters, on its device, requiring grad
+
+    def meta_step():
+        mean_loss, _ = method.meta_loss(meta, episode, 0)
         mean_loss.backward()
         return mean_loss.item()
 

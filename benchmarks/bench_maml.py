@@ -11,7 +11,7 @@ The problem: Conv4 (3x3 conv, batch norm, ReLU, 2x2 max-pool; 64 channels), a me
 default 1 and 5), the true second-order meta-gradient. Three implementations compute it (metalab's Conv4
 max-pools before its ReLU, the same function; the libraries run the usual order, see textbook_order):
 
-  metalab      mean_task_loss(tasks_loss, meta, episode, chunk=1).backward()  (tasks one at a time)
+  metalab      GradientMethod(..., batching="loop").meta_loss(meta, episode, 0).backward()  (as training runs it)
   learn2learn  l2l.algorithms.MAML(model, lr, first_order=False): clone(), adapt() S times
   higher       higher.innerloop_ctx(model, SGD, copy_initial_weights=False, track_higher_grads=True)
 
@@ -328,21 +328,17 @@ def build_meta_step(impl: str, model, episode, steps: int, inner_lr: float, batc
     tasks = support_x.shape[0]
 
     if impl == "metalab":
-        from functools import partial
-
         from metalab.data.episode import Episode
-        from metalab.methods.batching import mean_task_loss
         from metalab.methods.learner import Learner, cross_entropy
-        from metalab.methods.optimization import InnerLoop, init_meta, tasks_loss
+        from metalab.methods.optimization import GradientMethod, InnerLoop
 
-        inner = InnerLoop("maml", inner_lr)
-        meta = init_meta(model, inner)  # copies the model's (loaded) weights into meta["theta"]
-        loss_fn = partial(tasks_loss, learner=Learner(model, cross_entropy), inner=inner, steps=steps,
-                          batching=batching)
+        method = GradientMethod(Learner(model, cross_entropy), InnerLoop("maml", inner_lr), train_steps=steps,
+                                batching=batching, chunk=chunk)
+        meta = method.init_meta()  # copies the model's (loaded) weights into meta["theta"]
         batch = Episode(*episode)
 
         def compute():
-            loss, _ = mean_task_loss(loss_fn, meta, batch, 1 if batching == "loop" else chunk)
+            loss, _ = method.meta_loss(meta, batch, 0)
             loss.backward()
             return loss.item()
 

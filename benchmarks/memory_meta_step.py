@@ -33,14 +33,9 @@ Writes benchmarks/results/memory-meta-step-cpu.json (--out) and prints the table
 import collections
 import json
 import sys
-from functools import partial
 
 import torch
-from bench_batching import machine, meta_step_fn, meta_step_parser, problem, run_child, write_report
-
-from metalab.methods.batching import mean_task_loss
-from metalab.methods.learner import Learner, cross_entropy
-from metalab.methods.optimization import InnerLoop, tasks_loss
+from bench_batching import machine, maml, meta_step_fn, meta_step_parser, problem, run_child, write_report
 
 LAYER_BY_SIZE = {28: "images 28x28", 14: "block 1 (14x14)", 7: "block 2 (7x7)", 4: "block 3 (4x4)",
                  2: "block 4 (2x2)"}
@@ -166,17 +161,11 @@ def child(spec: dict) -> dict:
     for p in meta["theta"].values():
         p.grad = None
     marks = phase_marks(model, spec["steps"])
-    loss, _ = mean_task_loss(task_loss_fn(model, spec["steps"], args["inner_lr"]), meta, episode)
+    loss, _ = maml(model, spec["steps"], args["inner_lr"], "vmap").meta_loss(meta, episode, 0)  # to walk its graph
     total, rows = saved_tensors(loss, [*episode, *meta["theta"].values()], marks)
     del loss
     peak = profiled_peak(compute)
     return {"saved_bytes": total, "saved": rows, **peak}
-
-
-def task_loss_fn(model, steps: int, inner_lr: float):
-    """The per-task loss meta_step_fn's compute() maps over the tasks (its forward half, to walk its graph)."""
-    return partial(tasks_loss, learner=Learner(model, cross_entropy), inner=InnerLoop("maml", inner_lr), steps=steps,
-                   batching="vmap")
 
 
 def summarize(rows: dict, tasks: int, key: int) -> dict:
