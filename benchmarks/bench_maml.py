@@ -405,9 +405,7 @@ def load_problem(spec: dict):
     dtype = getattr(torch, spec["dtype"])
     inputs = torch.load(spec["path"])
     c = inputs["config"]
-    # metalab's Conv4 with its tasks under vmap uses the written-out batch norm, the same function and parameters
-    norm = "set_batch" if spec["impl"] == "metalab" and c["metalab_batching"] == "vmap" else "batch"
-    model = conv4(c["ways"], hidden=c["hidden"], pooling=c["pooling"], image_size=28, norm=norm)
+    model = conv4(c["ways"], hidden=c["hidden"], pooling=c["pooling"], image_size=28, norm="batch")
     if spec["impl"] != "metalab":
         model = textbook_order(model)
     model.load_state_dict(inputs["state"])

@@ -12,14 +12,14 @@ item in turn, so the machine's drift hits all alike); the table shows medians.
              torch.add(a, b, out=c) on --bandwidth-mib MiB tensors, counting the bytes read and written (3 tensors)
   meta-step  the second-order MAML meta-gradient (bench_precision.py's meta_gradient) of the omniglot-5w1s-maml
              preset (Conv4-32, stride-2 convolutions, 16 tasks 5-way 1-shot 5-query, real meta-training tasks) at
-             each S of --steps-list, tasks under vmap (the preset's setting, with SetBatchNorm) and in a loop (with
-             torch's batch norm, as problem.py chooses); its FLOPs counted once per S with
+             each S of --steps-list, tasks under vmap (the preset's setting) and in a loop, both with torch's batch
+             norm (as problem.py chooses for the MAML family); its FLOPs counted once per S with
              torch.utils.flop_counter.FlopCounterMode, by operator
   layers     each convolution and batch norm of that Conv4 at the shapes of that step (batch = tasks x (support +
              query) images), forward and backward, timed in isolation: one weight for the whole batch in contiguous
              and in channels-last memory format, and under vmap with one weight per task (the meta-step's way: a
-             grouped convolution, batch norm statistics per task). The batch norm is metalab's written-out
-             SetBatchNorm (models/networks.py), whose FLOPs are negligible: it is read in GB/s
+             grouped convolution, batch norm statistics per task). The batch norm's FLOPs are negligible: it is
+             read in GB/s
 
 For each row: GFLOP/s = FLOPs / seconds and its fraction of the matmul peak; GB/s = bytes / seconds and its fraction
 of the bandwidth; arithmetic intensity = FLOPs per byte. A layer's bytes are the inputs and outputs of its forward
@@ -45,7 +45,6 @@ from torch.func import functional_call, vmap
 from torch.utils.flop_counter import FlopCounterMode
 
 from metalab.data.paths import data_dir as default_data_dir
-from metalab.models.networks import SetBatchNorm
 from metalab.runtime import configure_torch
 
 FORMATS = ("contiguous", "channels-last", "vmap")
@@ -90,11 +89,11 @@ def meta_steps(args) -> tuple[dict, dict]:
 
 
 def layer_shapes(args, tasks: int, images: int) -> list[tuple[str, nn.Module, tuple]]:
-    """[(name, module, input shape [tasks * images, C, H, W])] of the preset's Conv4 (the vmap one: SetBatchNorm)."""
+    """[(name, module, input shape [tasks * images, C, H, W])] of the preset's Conv4."""
     _, problem, _ = preset_method(args.steps_list[0], args)
     shapes = []
     hooks = [module.register_forward_hook(lambda m, inputs, _: shapes.append((m, tuple(inputs[0].shape))))
-             for module in problem.learner.model.modules() if isinstance(module, (nn.Conv2d, SetBatchNorm))]
+             for module in problem.learner.model.modules() if isinstance(module, (nn.Conv2d, nn.BatchNorm2d))]
     with torch.no_grad():
         problem.learner.model(torch.zeros(tasks * images, 1, 28, 28))
     for hook in hooks:

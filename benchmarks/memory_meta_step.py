@@ -6,7 +6,7 @@ Run on demand (memory only, no timing: safe on a busy machine):
     python benchmarks/memory_meta_step.py --steps-list 1 --tasks 4
 
 The problem is the Omniglot presets' (bench_batching.py's `problem`): Conv4-32 with stride-2 convolutions and
-the written-out SetBatchNorm, 16 random 5-way 1-shot 5-query tasks under vmap, second-order MAML
+torch's batch norm, 16 random 5-way 1-shot 5-query tasks under vmap, second-order MAML
 (inner lr 0.4). For each S, in a fresh child process with one torch thread:
 
   saved     After the forward pass (the mean query loss computed, before backward), the autograd graph is
@@ -149,7 +149,7 @@ def child(spec: dict) -> dict:
     torch.set_num_threads(1)
     args = spec["args"]
     model, episode = problem(spec["tasks"], args["ways"], args["shots"], args["queries"], args["hidden"], "stride",
-                             "set_batch", torch.float32, "cpu")
+                             "batch", torch.float32, "cpu")
     meta, compute = meta_step_fn(model, episode, spec["steps"], args["inner_lr"], "vmap")
     if spec["mode"] == "rss":
         before = bench_maml.peak_rss_mib()

@@ -101,6 +101,18 @@ def test_maml_equals_unrolled_reference(steps, pooling, batching, norm, device):
         torch.testing.assert_close(g.cpu(), e, rtol=1e-6, atol=1e-10)
 
 
+@pytest.mark.parametrize("method, batching, written_out", [("maml", "vmap", False), ("metasgd", "vmap", False),
+                                                         ("imaml", "vmap", True), ("imaml", "loop", False)])
+def test_the_written_out_batch_norm_only_where_torch_func_differentiates_inside_vmap(method, batching, written_out):
+    from metalab.config import preset
+    from metalab.models.networks import SetBatchNorm
+    from metalab.problem import image_learner
+
+    config = preset("omniglot-5w1s-maml").replace(method=method, task_batching=batching)
+    norms = {type(m) for m in image_learner(config).model.modules() if type(m) in (SetBatchNorm, torch.nn.BatchNorm2d)}
+    assert norms == {SetBatchNorm if written_out else torch.nn.BatchNorm2d}
+
+
 def test_set_batch_norm_is_torchs_batch_norm_without_running_statistics():
     """Same parameter names and values, same outputs: checkpoints move between the two."""
     native, written = (conv4(5, hidden=8, norm=norm).double() for norm in ("batch", "set_batch"))

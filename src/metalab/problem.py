@@ -89,9 +89,9 @@ def support_size(config: Config) -> int:
 
 def _network(config: Config, blackbox: bool, x_shape: tuple, outputs: int):
     images = len(x_shape) == 3
-    own_network = registry.entry(config.method).network
-    if own_network is not None:
-        return own_network(config, x_shape, outputs)
+    entry = registry.entry(config.method)
+    if entry.network is not None:
+        return entry.network(config, x_shape, outputs)
     if blackbox:
         return blackbox_model(config.method, x_shape, label_dim=outputs, out_dim=outputs, classification=images,
                               embedding=config.embedding if images else "mlp", hidden=config.hidden,
@@ -99,8 +99,9 @@ def _network(config: Config, blackbox: bool, x_shape: tuple, outputs: int):
                               memory_slots=config.memory_slots,
                               sequence_length=config.sequence_length or support_size(config) + 1)
     if images:
-        # The one place the norm layer is chosen: vmap differentiates the written-out batch norm exactly, torch's
-        # own not (docs/design.md); the loop keeps torch's, faster on a CPU. Same function, same parameters.
-        norm = "set_batch" if config.task_batching == "vmap" else "batch"
+        # The one place the norm layer is chosen: torch.func transforms inside vmap differentiate the written-out
+        # batch norm exactly, torch's own not (docs/design.md); everywhere else torch's is exact and the faster.
+        # Same function, same parameters.
+        norm = "set_batch" if config.task_batching == "vmap" and entry.vmap_transforms else "batch"
         return conv4(outputs, hidden=config.hidden, pooling=config.pooling, norm=norm)
     return mlp(1, config.hidden, config.hidden_layers, bias_transformation=config.bias_transformation)

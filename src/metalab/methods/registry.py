@@ -9,7 +9,8 @@ method adapts; True, the black-box learner of the same name in models/blackbox.p
 be validated at other ways than it trains with (`--val-ways`). `fixed_support`: the learner reads a support set
 of the size it was built for (SNAIL's TC blocks are sized for one sequence length), so it takes no extra shots at
 test time (`metalab eval --support-augment`). `chunks`: the method splits a meta-batch under vmap into chunks of
-`--task-chunk` tasks.
+`--task-chunk` tasks. `vmap_transforms`: the method differentiates inside vmap with torch.func, so a Conv4 under
+vmap gets the written-out batch norm (SetBatchNorm) rather than torch's.
 """
 
 from dataclasses import dataclass
@@ -35,6 +36,7 @@ class Entry:
     any_ways: bool = False
     fixed_support: bool = False
     chunks: bool = False
+    vmap_transforms: bool = False
 
 
 METHODS: dict[str, Entry] = {
@@ -48,7 +50,7 @@ METHODS: dict[str, Entry] = {
     "attention": Entry(BlackBoxMethod.from_config, blackbox=True),
     "snail": Entry(BlackBoxMethod.from_config, blackbox=True, fixed_support=True),
     "metanet": Entry(BlackBoxMethod.from_config, blackbox=True),
-    "imaml": Entry(ImplicitMAML.from_config),
+    "imaml": Entry(ImplicitMAML.from_config, vmap_transforms=True),
     "protonet": Entry(PrototypicalNetwork.from_config, network=embedding_network, any_ways=True),
 }
 

@@ -38,9 +38,10 @@ class SetBatchNorm(nn.Module):
     """Batch norm with the statistics of the set it is applied to: x [n, C, H, W] is normalized per channel
     by the mean and (biased) variance over n, H and W, then scaled by `weight` [C] and shifted by `bias` [C].
 
-    nn.BatchNorm2d(track_running_stats=False) computes the same function; it is written out here because
-    torch.func.vmap's second-order gradient through the native batch_norm operator is wrong (docs/design.md,
-    benchmarks/bench_batching.py), while through these plain operations it is exact (tests/test_optimization.py).
+    nn.BatchNorm2d(track_running_stats=False) computes the same function; it is written out here because a
+    second-order gradient taken by torch.func transforms inside vmap is wrong through the native batch_norm
+    operator (docs/design.md, benchmarks/bench_batching.py) and exact through these plain operations
+    (tests/test_optimization.py). iMAML differentiates that way; the MAML family does not and uses torch's.
     """
 
     def __init__(self, channels: int, eps: float = 1e-5):
