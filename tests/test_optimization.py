@@ -56,16 +56,18 @@ def reference_forward(params: list, x, pooling=False):
     return h.flatten(1) @ params[16].T + params[17]
 
 
-def reference_meta_gradient(model, episode, steps, first_order=False, pooling=False):
+def reference_meta_gradient(model, episode, steps, first_order=False, pooling=False, forward=None):
+    """Task by task, inner steps by plain autograd; `forward(params, x)`: Conv4's reference_forward unless given."""
+    forward = forward or (lambda params, x: reference_forward(params, x, pooling))
     theta = [p.detach().clone().requires_grad_(True) for p in model.parameters()]
     total = 0.0
     for t in range(episode.batch_size):
         params = theta
         for _ in range(steps):
-            loss = F.cross_entropy(reference_forward(params, episode.support_x[t], pooling), episode.support_y[t])
+            loss = F.cross_entropy(forward(params, episode.support_x[t]), episode.support_y[t])
             grads = torch.autograd.grad(loss, params, create_graph=not first_order)
             params = [p - ALPHA * g for p, g in zip(params, grads, strict=True)]
-        total = total + F.cross_entropy(reference_forward(params, episode.query_x[t], pooling), episode.query_y[t])
+        total = total + F.cross_entropy(forward(params, episode.query_x[t]), episode.query_y[t])
     return torch.autograd.grad(total / episode.batch_size, theta)
 
 

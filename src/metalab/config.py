@@ -22,7 +22,7 @@ DIST_TIMEOUT_S = 300.0
 
 
 # What Config accepts, field by field (the command line's fuzz tests draw their bad values from these too).
-CONFIG_CHOICES = {"problem": ("omniglot", "sinusoid", "polynomial"), "embedding": ("conv4", "pixels"),
+CONFIG_CHOICES = {"problem": ("omniglot", "sinusoid", "polynomial"), "embedding": ("conv4", "resnet12", "pixels"),
                   "lr_schedule": ("cosine", "constant"), "task_batching": TASK_BATCHING,
                   "lr_shape": ("element", "tensor"), "split": ("minimal", "lake", "vinyals")}
 CONFIG_POSITIVE = ("ways", "shots", "queries", "hidden", "width", "layers", "memory_slots", "steps", "meta_batch_size",
@@ -82,7 +82,7 @@ class Config(Settings):
     cg_steps: int = 5  # implicit MAML: conjugate-gradient steps of its meta-gradient
     label_smoothing: float = 0.0  # classification labels smoothed toward uniform, in every loss of the method; 0: none
     # black-box learners (models/blackbox.py); Conv4's width and pooling are `hidden` and `pooling` above
-    embedding: str = "conv4"  # how images are embedded: conv4 | pixels (raw, the LSTM homework baseline)
+    embedding: str = "conv4"  # the image network: conv4 | resnet12 | pixels (raw, black-box learners only)
     width: int = 128  # LSTM / controller / encoder / transformer width
     layers: int = 2  # LSTM or transformer layers
     memory_slots: int = 128  # memory-augmented network: slots of 40 numbers each

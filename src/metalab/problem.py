@@ -15,7 +15,7 @@ from metalab.errors import MetalabError
 from metalab.methods import registry
 from metalab.methods.learner import Learner, classification, regression
 from metalab.models.learners import blackbox_model
-from metalab.models.networks import conv4, mlp
+from metalab.models.networks import image_classifier, mlp
 
 # Evaluation query-set sizes, whatever the training used: 15 per class is the field's standard for Omniglot;
 # 100 points per regression task make each task's MSE a low-noise estimate.
@@ -90,6 +90,9 @@ def support_size(config: Config) -> int:
 def _network(config: Config, blackbox: bool, x_shape: tuple, outputs: int):
     images = len(x_shape) == 3
     entry = registry.entry(config.method)
+    if images and config.embedding == "pixels" and not blackbox:
+        raise MetalabError(f"--embedding pixels feeds raw pixels to a black-box learner; {config.method} needs an image "
+                           "network: use --embedding conv4 or resnet12")
     if entry.network is not None:
         return entry.network(config, x_shape, outputs)
     if blackbox:
@@ -103,5 +106,5 @@ def _network(config: Config, blackbox: bool, x_shape: tuple, outputs: int):
         # batch norm exactly, torch's own not (docs/design.md); everywhere else torch's is exact and the faster.
         # Same function, same parameters.
         norm = "set_batch" if config.task_batching == "vmap" and entry.vmap_transforms else "batch"
-        return conv4(outputs, hidden=config.hidden, pooling=config.pooling, norm=norm)
+        return image_classifier(config.embedding, outputs, hidden=config.hidden, pooling=config.pooling, norm=norm)
     return mlp(1, config.hidden, config.hidden_layers, bias_transformation=config.bias_transformation)

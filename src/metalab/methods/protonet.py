@@ -26,14 +26,14 @@ from metalab.data.episode import Episode
 from metalab.errors import MetalabError
 from metalab.methods.learner import Learner, Params, copy_parameters
 from metalab.methods.method import MetaParams
-from metalab.models.networks import conv4_body
+from metalab.models.networks import image_body
 
 
 def embedding_network(config: Config, x_shape: tuple, outputs: int) -> nn.Module:
     """The network problem.py gives a prototypical network: images [n, C, S, S] -> embeddings [n, D]."""
     if len(x_shape) != 3:
         raise MetalabError("protonet classifies images by their nearest class mean; use --problem omniglot")
-    body, _ = conv4_body(x_shape[0], config.hidden, config.pooling, x_shape[-1], norm="group")
+    body, _ = image_body(config.embedding, x_shape[0], config.hidden, config.pooling, x_shape[-1], norm="group")
     return nn.Sequential(OrderedDict(embed=body))
 
 

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from metalab.models.networks import conv4_body
+from metalab.models.networks import image_body
 
 
 class BlackBox(nn.Module):
@@ -57,12 +57,12 @@ class BlackBox(nn.Module):
 
 
 def embedding(kind: str, x_shape: tuple, hidden: int = 32, pooling: bool = False) -> tuple[nn.Module, int]:
-    """The network that embeds one input, and its output size: 'conv4' (Conv4 with per-image group norm),
-    'pixels' (raw, flattened) or 'mlp' (regression inputs: two ReLU layers of `hidden` units)."""
-    if kind == "conv4":
-        return conv4_body(x_shape[0], hidden, pooling, x_shape[-1], norm="group")
+    """The network that embeds one input, and its output size: 'conv4' or 'resnet12' (with per-image group
+    norm), 'pixels' (raw, flattened) or 'mlp' (regression inputs: two ReLU layers of `hidden` units)."""
+    if kind in ("conv4", "resnet12"):
+        return image_body(kind, x_shape[0], hidden, pooling, x_shape[-1], norm="group")
     if kind == "pixels":
         return nn.Flatten(), math.prod(x_shape)
     if kind == "mlp":
         return nn.Sequential(nn.Linear(x_shape[-1], hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU()), hidden
-    raise ValueError(f"unknown embedding {kind!r}; choose conv4, pixels or mlp")
+    raise ValueError(f"unknown embedding {kind!r}; choose conv4, resnet12, pixels or mlp")

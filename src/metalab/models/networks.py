@@ -1,4 +1,4 @@
-"""The networks of the field: Conv4 for images, a small MLP for sinusoids.
+"""The networks of the field: Conv4 and ResNet-12 for images, a small MLP for sinusoids.
 
 Conv4: 4 x [3x3 conv, batch norm, ReLU, 2x2 max-pool] then a linear layer. The pooling variant applies the
 max-pool before the ReLU: the same function (max commutes with the monotone ReLU) and the same gradients, with
@@ -7,6 +7,9 @@ the ReLU on a quarter of the values, which is cheaper (docs/performance.md).
 Batch norm always normalizes with the statistics of the set it is applied to (no running averages, so
 no state is carried between tasks), as in the MAML paper. Black-box learners embed each image on its own
 (`norm="group"`: group norm over each image's channels), so that no prediction depends on other images.
+ResNet-12 (Oreshkin et al. 2018, the residual embedding of few-shot learning since): four residual blocks of
+`hidden` x (1, 2, 4, 8) channels, each three 3x3 convolutions with norm (LeakyReLU 0.1 between them) added to a
+1x1 convolution of its input, then LeakyReLU and a 2x2 max-pool; 28x28 images end at 1x1.
 """
 
 import torch
@@ -15,8 +18,24 @@ from torch import nn
 
 def conv4(ways: int, in_channels: int = 1, hidden: int = 64, pooling: bool = True, image_size: int = 28,
           norm: str = "batch") -> nn.Sequential:
-    body, features = conv4_body(in_channels, hidden, pooling, image_size, norm)
+    return image_classifier("conv4", ways, in_channels, hidden, pooling, image_size, norm)
+
+
+def image_classifier(kind: str, ways: int, in_channels: int = 1, hidden: int = 64, pooling: bool = True,
+                     image_size: int = 28, norm: str = "batch") -> nn.Sequential:
+    """The body `kind` names (image_body) and a linear layer to `ways` logits: images [n, C, S, S] -> [n, ways]."""
+    body, features = image_body(kind, in_channels, hidden, pooling, image_size, norm)
     return nn.Sequential(*body, nn.Linear(features, ways))
+
+
+def image_body(kind: str, in_channels: int = 1, hidden: int = 64, pooling: bool = True, image_size: int = 28,
+               norm: str = "batch") -> tuple[nn.Sequential, int]:
+    """'conv4' or 'resnet12' (which always pools): images [n, C, S, S] -> [n, features]; returns (body, features)."""
+    if kind == "conv4":
+        return conv4_body(in_channels, hidden, pooling, image_size, norm)
+    if kind == "resnet12":
+        return resnet12_body(in_channels, hidden, image_size, norm)
+    raise ValueError(f"unknown image body {kind!r}; choose conv4 or resnet12")
 
 
 def conv4_body(in_channels: int = 1, hidden: int = 64, pooling: bool = True, image_size: int = 28,
@@ -32,6 +51,35 @@ def conv4_body(in_channels: int = 1, hidden: int = 64, pooling: bool = True, ima
             size = (size + 1) // 2
         channels = hidden
     return nn.Sequential(*layers, nn.Flatten()), hidden * size * size
+
+
+def resnet12_body(in_channels: int = 1, hidden: int = 64, image_size: int = 28,
+                  norm: str = "batch") -> tuple[nn.Sequential, int]:
+    """ResNet-12's four residual blocks and the flattening: images [n, C, S, S] -> [n, features]."""
+    blocks, channels, size = [], in_channels, image_size
+    for multiple in (1, 2, 4, 8):
+        blocks.append(ResidualBlock(channels, hidden * multiple, norm))
+        channels, size = hidden * multiple, size // 2
+    return nn.Sequential(*blocks, nn.Flatten()), channels * size * size
+
+
+class ResidualBlock(nn.Module):
+    """x [n, C_in, S, S] -> [n, C_out, S // 2, S // 2]: LeakyReLU(three convolutions of x + a 1x1 one), pooled.
+    The convolutions have no bias: the norm after each cancels it."""
+
+    def __init__(self, in_channels: int, out_channels: int, norm: str):
+        super().__init__()
+        layers, channels = [], in_channels
+        for index in range(3):
+            layers += [nn.Conv2d(channels, out_channels, 3, padding=1, bias=False), _norm(norm, out_channels)]
+            layers += [nn.LeakyReLU(0.1)] if index < 2 else []
+            channels = out_channels
+        self.convs = nn.Sequential(*layers)
+        self.shortcut = nn.Sequential(nn.Conv2d(in_channels, out_channels, 1, bias=False), _norm(norm, out_channels))
+        self.out = nn.Sequential(nn.LeakyReLU(0.1), nn.MaxPool2d(2))
+
+    def forward(self, x):
+        return self.out(self.convs(x) + self.shortcut(x))
 
 
 class SetBatchNorm(nn.Module):
