@@ -91,8 +91,8 @@ def _network(config: Config, blackbox: bool, x_shape: tuple, outputs: int):
     images = len(x_shape) == 3
     entry = registry.entry(config.method)
     if images and config.embedding == "pixels" and not blackbox:
-        raise MetalabError(f"--embedding pixels feeds raw pixels to a black-box learner; {config.method} needs an image "
-                           "network: use --embedding conv4 or resnet12")
+        raise MetalabError(f"--embedding pixels feeds raw pixels to a black-box learner; {config.method} needs an "
+                           "image network: use --embedding conv4 or resnet12")
     if entry.network is not None:
         return entry.network(config, x_shape, outputs)
     if blackbox:
