@@ -81,8 +81,8 @@ class Config(Settings):
     imaml_lambda: float = 2.0  # implicit MAML: precision of the Gaussian prior centred at theta (methods/imaml.py)
     cg_steps: int = 5  # implicit MAML: conjugate-gradient steps of its meta-gradient
     label_smoothing: float = 0.0  # classification labels smoothed toward uniform, in every loss of the method; 0: none
-    # black-box learners (models/blackbox.py); Conv4's width and pooling are `hidden` and `pooling` above
-    embedding: str = "conv4"  # the image network: conv4 | resnet12 | pixels (raw, black-box learners only)
+    embedding: str = "conv4"  # the image network: conv4 | resnet12 (widths `hidden` x 1, 2, 4, 8) | pixels (black box)
+    # black-box learners (models/blackbox.py); their image network's width and pooling are `hidden` and `pooling`
     width: int = 128  # LSTM / controller / encoder / transformer width
     layers: int = 2  # LSTM or transformer layers
     memory_slots: int = 128  # memory-augmented network: slots of 40 numbers each
