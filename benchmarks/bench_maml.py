@@ -328,12 +328,11 @@ def build_meta_step(impl: str, model, episode, steps: int, inner_lr: float, batc
     tasks = support_x.shape[0]
 
     if impl == "metalab":
-        from metalab.data.episode import Episode
-        from metalab.methods.learner import Learner, cross_entropy
-        from metalab.methods.optimization import GradientMethod, InnerLoop
+        from bench_batching import maml
 
-        method = GradientMethod(Learner(model, cross_entropy), InnerLoop("maml", inner_lr), train_steps=steps,
-                                batching=batching, chunk=chunk)
+        from metalab.data.episode import Episode
+
+        method = maml(model, steps, inner_lr, batching, chunk)
         meta = method.init_meta()  # copies the model's (loaded) weights into meta["theta"]
         batch = Episode(*episode)
 
