@@ -66,10 +66,10 @@ def problem(tasks, ways, shots, queries, hidden, pooling, norm, dtype, device, s
     return model, episode.to(device)
 
 
-def maml(model, steps: int, inner_lr: float, batching: str, chunk: int = 0) -> GradientMethod:
+def maml(model, steps: int, inner_lr: float, batching: str, chunk: int = 0, compiled: bool = False) -> GradientMethod:
     """Second-order MAML on the model, as the training loop runs it (GradientMethod.meta_loss)."""
     return GradientMethod(Learner(model, cross_entropy), InnerLoop("maml", inner_lr), train_steps=steps,
-                          batching=batching, chunk=chunk)
+                          batching=batching, chunk=chunk, compiled=compiled)
 
 
 def meta_step_fn(model, episode, steps, inner_lr, batching):

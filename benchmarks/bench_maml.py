@@ -289,6 +289,21 @@ def configure_malloc(mode: str) -> None:
         raise ValueError(f"unknown malloc mode {mode!r}")
 
 
+def reset_peak_rss() -> bool:
+    """Start this process's peak RSS afresh (Linux: /proc/self/clear_refs); False where that is not possible."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def vm_hwm_mib() -> float:
+    """This process's peak RSS since the last reset_peak_rss (VmHWM), MiB."""
+    line = next(line for line in Path("/proc/self/status").read_text().splitlines() if line.startswith("VmHWM:"))
+    return int(line.split()[1]) / 1024
+
+
 def peak_rss_mib() -> float:
     import resource
 
@@ -317,10 +332,10 @@ def child_prepare(spec: dict) -> dict:
 
 
 def build_meta_step(impl: str, model, episode, steps: int, inner_lr: float, batching: str = "loop",
-                    chunk: int = 0):
+                    chunk: int = 0, compiled: bool = False):
     """(compute, named_parameters): compute() adds d(mean query loss)/d(theta) to the .grad of the
     parameters and returns the mean query loss; named_parameters() are the meta-parameters theta.
-    `batching` and `chunk` are metalab's way of batching the tasks (methods/batching.py)."""
+    `batching` and `chunk` are metalab's way of batching the tasks (methods/batching.py); `compiled` its --compile."""
     import torch
     import torch.nn.functional as F
 
@@ -332,7 +347,7 @@ def build_meta_step(impl: str, model, episode, steps: int, inner_lr: float, batc
 
         from metalab.data.episode import Episode
 
-        method = maml(model, steps, inner_lr, batching, chunk)
+        method = maml(model, steps, inner_lr, batching, chunk, compiled)
         meta = method.init_meta()  # copies the model's (loaded) weights into meta["theta"]
         batch = Episode(*episode)
 
@@ -419,7 +434,7 @@ def child_gradient(spec: dict) -> dict:
 
     model, episode, c = load_problem(spec)
     compute, named = build_meta_step(spec["impl"], model, episode, spec["steps"], c["inner_lr"], c["metalab_batching"],
-                                     c.get("metalab_chunk", 0))
+                                     c.get("metalab_chunk", 0), c.get("metalab_compile", False))
     loss = compute()
     torch.save({name: p.grad.detach().clone() for name, p in named()}, spec["out"])
     return {"loss": loss}
@@ -434,11 +449,13 @@ def child_time(spec: dict) -> dict:
 
     model, episode, c = load_problem(spec)
     compute, named = build_meta_step(spec["impl"], model, episode, spec["steps"], c["inner_lr"], c["metalab_batching"],
-                                     c.get("metalab_chunk", 0))
+                                     c.get("metalab_chunk", 0), c.get("metalab_compile", False))
     optimizer = torch.optim.Adam([p for _, p in named()], lr=1e-3)
     rss_setup = peak_rss_mib()  # imports, inputs and model: what the meta-steps are measured above
-    times, cpu_times, losses = [], [], []
+    times, cpu_times, losses, rss_timed = [], [], [], None
     for step in range(spec["warmup"] + spec["iters"]):
+        if step == spec["warmup"]:
+            rss_timed = reset_peak_rss()
         start, start_cpu = time.perf_counter(), time.process_time()
         optimizer.zero_grad(set_to_none=True)
         losses.append(compute())
@@ -450,6 +467,7 @@ def child_time(spec: dict) -> dict:
     warmup = spec["warmup"]
     return {"times_s": times[warmup:], "cpu_s": cpu_times[warmup:], "warmup_s": times[:warmup],
             "first_loss": losses[0], "rss_setup_mib": rss_setup, "rss_peak_mib": peak_rss_mib(),
+            "rss_timed_peak_mib": rss_timed and vm_hwm_mib(),
             "torch_threads": torch.get_num_threads()}
 
 
@@ -564,6 +582,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="how metalab batches the tasks (the libraries loop, as their MAML examples do)")
     parser.add_argument("--metalab-chunk", type=int, default=0,
                         help="with --metalab-batching vmap: tasks per vmapped chunk (metalab's --task-chunk; 0: all)")
+    parser.add_argument("--metalab-compile", action="store_true",
+                        help="metalab's --compile: each chunk's meta-gradient torch.compile'd (compiled in the warm-up "
+                             "step, whose time is reported apart)")
     parser.add_argument("--inner-lr", type=float, default=0.4)
     parser.add_argument("--seed", type=int, default=0, help="weights and tasks (the same for all three)")
     parser.add_argument("--memory-steps", type=lambda text: parse_list(text, allow_empty=True),
@@ -609,7 +630,8 @@ def default_cache() -> Path:
 def problem_config(args, **overrides) -> dict:
     config = {"seed": args.seed, "ways": args.ways, "shots": args.shots, "queries": args.queries,
               "hidden": args.hidden, "pooling": args.pooling == "max", "tasks": args.tasks, "inner_lr": args.inner_lr,
-              "metalab_batching": args.metalab_batching, "metalab_chunk": args.metalab_chunk}
+              "metalab_batching": args.metalab_batching, "metalab_chunk": args.metalab_chunk,
+              "metalab_compile": args.metalab_compile}
     config.update(overrides)
     return config
 
@@ -677,6 +699,8 @@ def summarize(runs: dict, impls: list[str]) -> dict:
                 "peak_rss_mib": statistics.median(r["rss_peak_mib"] for r in results),
                 "meta_step_rss_mib": statistics.median(r["rss_peak_mib"] - r["rss_setup_mib"] for r in results),
                 "setup_rss_mib": statistics.median(r["rss_setup_mib"] for r in results),
+                "timed_peak_rss_mib": median_or_none([r.get("rss_timed_peak_mib") for r in results]),
+                "warmup_s": statistics.median(r["warmup_s"][0] for r in results) if results[0]["warmup_s"] else None,
                 "first_loss": results[0]["first_loss"],
                 "other_load_max": max((r["other_load"] for r in results if r["other_load"] is not None), default=None),
             }
@@ -788,7 +812,8 @@ def write_report(report: dict, out: str) -> None:
 def print_table(report: dict) -> None:
     m, p = report["machine"], report["problem"]
     print(f"\nsecond-order MAML meta-step: Conv4 {p['hidden']} ch ({'max-pool' if p['pooling'] else 'stride 2'}, "
-          f"batch norm; metalab batches tasks by {p['metalab_batching']}, chunk {p.get('metalab_chunk', 0)}), "
+          f"batch norm; metalab batches tasks by {p['metalab_batching']}, chunk {p.get('metalab_chunk', 0)}"
+          f"{', compiled' if p.get('metalab_compile') else ''}), "
           f"{p['tasks']} tasks "
           f"{p['ways']}-way {p['shots']}-shot {p['queries']}-query, 28x28, inner lr {p['inner_lr']}")
     print(f"torch {m['torch']}, {m['torch_threads']} thread(s), {m['cpu_count']} CPUs, malloc {m['malloc']}, load "
@@ -815,6 +840,10 @@ def print_table(report: dict) -> None:
                   f"  {r['first_loss']:10.6f}")
     print("(CPU s: process CPU time over all threads; meta-step MiB: peak RSS minus the peak before the first "
           "meta-step, i.e. above imports and inputs)")
+    for steps, row in report["summary"].items():
+        print(f"S={steps}, peak RSS of the timed steps alone (after warm-up) and the first (warm-up) step's seconds: "
+              + "; ".join(f"{impl} {fmt_number(r.get('timed_peak_rss_mib'), '.0f')} MiB, "
+                          f"{fmt_number(r.get('warmup_s'), '.2f')} s" for impl, r in row.items()))
     for steps, compared in report.get("float32_gradients", {}).items():
         print(f"float32 meta-gradients of the first step, S={steps} (max relative difference): "
               + describe_pairs(compared["pairs"]))
@@ -839,6 +868,14 @@ def describe_pairs(pairs: dict) -> str:
 
 def fmt_load(load) -> str:
     return "-" if not load else "/".join(f"{x:.2f}" for x in load)
+
+
+def fmt_number(value, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def median_or_none(values: list):
+    return statistics.median(values) if values and None not in values else None
 
 
 def fmt_ratio(ratio) -> str:

@@ -57,8 +57,7 @@ class Config(Settings):
     augment: float = 0.0  # strength of random affine distortions of meta-training tasks (data/augment.py); 0: none
     elastic_alpha: float = 0.0  # elastic distortions of meta-training images (data/elastic.py): scale, pixels; 0: none
     elastic_sigma: float = 4.0  # their smoothing, pixels of the 28x28 image (Simard et al.'s MNIST values: 34 and 4)
-    stroke_drawers: int = 0  # K re-drawings of every meta-training drawing from its strokes, new drawers of its class
-    # (data/new_drawers.py); 0: none
+    stroke_drawers: int = 0  # K re-drawings of every meta-training drawing from its strokes (data/new_drawers.py)
     stroke_characters: int = 0  # M new meta-training characters, halves of two of one alphabet (data/new_characters.py)
     train_alphabets: int = 0  # meta-train on the first N of its alphabets (by name) only, a data-scaling study; 0: all
     # sinusoid tasks A sin(x - phase) of training and validation: A ~ U[amplitude_min, amplitude_max], phase likewise
@@ -96,6 +95,7 @@ class Config(Settings):
     grad_clip: float = 10.0  # max global norm of the meta-gradient; 0 disables clipping
     task_batching: str = "loop"  # loop | vmap: a measured choice per problem and device (docs/performance.md)
     task_chunk: int = 0  # vmap, MAML family: tasks per vmapped chunk, each chunk's graph freed in turn; 0: all at once
+    compile: bool = False  # MAML family: each chunk's meta-gradient torch.compile'd (a C++ compiler; minutes to start)
     # validation, checkpoints, logs
     val_every: int = 500
     val_episodes: int = 200

@@ -9,6 +9,7 @@ autograd; iMAML differentiates inside vmap with torch.func, which needs the writ
 (docs/design.md).
 """
 
+import functools
 from typing import Callable
 
 import torch
@@ -39,27 +40,53 @@ def map_tasks(fn: Callable, batching: str, in_dims: tuple) -> Callable:
     return looped
 
 
-def mean_task_loss(tasks_loss: Callable, meta: dict[str, Params], episode: Episode,
-                   chunk: int = 0) -> tuple[Tensor, Tensor]:
+def mean_task_loss(tasks_loss: Callable, meta: dict[str, Params], episode: Episode, chunk: int = 0,
+                   compiled: bool = False) -> tuple[Tensor, Tensor]:
     """(mean query loss, mean score) over the episode's tasks, for tasks_loss(meta, tasks) -> (losses [T],
     scores [T]) of the T tasks of an Episode. The loss's gradient is the meta-gradient.
 
     With `chunk` tasks at a time (0: all at once) under autograd, each chunk's gradient is taken at once, freeing
     its graph, so that memory holds one chunk's graph, not the batch's; the returned loss is then a stand-in: the
-    mean loss's value, with a gradient of exactly the summed per-chunk gradients."""
+    mean loss's value, with a gradient of exactly the summed per-chunk gradients. `compiled`: each chunk's loss
+    and gradient run as one torch.compile'd program (compiled once per chunk shape, then reused)."""
     leaves = [p for p in tree_leaves(meta) if p.requires_grad]
     tasks = episode.batch_size
-    if not 0 < chunk < tasks or not (leaves and torch.is_grad_enabled()):
+    if not (0 < chunk < tasks or compiled) or not (leaves and torch.is_grad_enabled()):
         losses, scores = tasks_loss(meta, episode)
         return losses.mean(), scores.mean()
+    chunk = chunk if 0 < chunk < tasks else tasks
+    gradient_of_chunk = _compiled_chunk_gradient if compiled else chunk_gradient
     gradient_sums = [torch.zeros_like(p) for p in leaves]
     loss_sum, score_sum = 0.0, 0.0
     for start in range(0, tasks, chunk):
-        loss, score = tasks_loss(meta, episode.tasks(start, start + chunk))
-        gradients = torch.autograd.grad(loss.sum() / tasks, leaves, allow_unused=True)
+        gradients, loss, score = gradient_of_chunk(tasks_loss, meta, episode.tasks(start, start + chunk), tasks)
         for total, gradient in zip(gradient_sums, gradients):
             if gradient is not None:
                 total += gradient
-        loss_sum, score_sum = loss_sum + loss.detach().sum(), score_sum + score.sum()
+        loss_sum, score_sum = loss_sum + loss, score_sum + score
     linear = sum((p * g).sum() for p, g in zip(leaves, gradient_sums))
     return loss_sum / tasks + (linear - linear.detach()), score_sum / tasks
+
+
+def chunk_gradient(tasks_loss: Callable, meta: dict[str, Params], episode: Episode, tasks: int):
+    """(the gradient of the chunk's summed loss / tasks for each leaf of meta that requires grad, None where
+    unused; the chunk's summed loss and score, detached)."""
+    losses, scores = tasks_loss(meta, episode)
+    leaves = [p for p in tree_leaves(meta) if p.requires_grad]
+    gradients = torch.autograd.grad(losses.sum() / tasks, leaves, allow_unused=True)
+    return gradients, losses.detach().sum(), scores.detach().sum()
+
+
+def _compiled_chunk_gradient(*args):
+    """chunk_gradient as one torch.compile'd program: dynamo traces through both torch.autograd.grad calls (the
+    inner gradient with create_graph and this one), so the forward, the inner gradient and the meta-gradient
+    become one graph that inductor fuses and plans the memory of; nothing is kept for a later backward."""
+    import torch._dynamo  # imported only here: the compiler costs memory and start-up time (docs/performance.md)
+
+    with torch._dynamo.config.patch(trace_autograd_ops=True):
+        return _compiled_chunk_gradient_program()(*args)
+
+
+@functools.cache
+def _compiled_chunk_gradient_program() -> Callable:
+    return torch.compile(chunk_gradient, dynamic=False)

@@ -151,6 +151,7 @@ class GradientMethod:
     first_order_warmup: int = 0  # meta-steps of first-order MAML before second order
     batching: str = "loop"  # methods/batching.py
     chunk: int = 0  # under vmap, tasks per chunk whose graph is freed before the next (0: all at once)
+    compiled: bool = False  # each chunk's meta-gradient as one torch.compile'd program (methods/batching.py)
     step_name: str = "inner steps"
 
     @classmethod
@@ -161,7 +162,7 @@ class GradientMethod:
         return cls(learner, InnerLoop(config.method, config.inner_lr, config.lr_shape),
                    train_steps=config.inner_steps, eval_steps=config.eval_inner_steps,
                    first_order_warmup=config.first_order_warmup, batching=config.task_batching,
-                   chunk=config.task_chunk)
+                   chunk=config.task_chunk, compiled=config.compile)
 
     def init_meta(self) -> MetaParams:
         return init_meta(self.learner.model, self.inner)
@@ -169,7 +170,7 @@ class GradientMethod:
     def meta_loss(self, meta: MetaParams, episode: Episode, step: int) -> tuple[Tensor, Tensor]:
         loss = partial(tasks_loss, learner=self.learner, inner=self.inner, steps=self.train_steps,
                        batching=self.batching, first_order=step < self.first_order_warmup)
-        return mean_task_loss(loss, meta, episode, 1 if self.batching == "loop" else self.chunk)
+        return mean_task_loss(loss, meta, episode, 1 if self.batching == "loop" else self.chunk, self.compiled)
 
     def scores(self, meta: MetaParams, episode: Episode, steps: int) -> Tensor:
         return step_scores(self.learner, self._trajectory(meta), episode, steps, self.batching)

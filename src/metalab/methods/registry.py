@@ -9,10 +9,13 @@ method adapts; True, the black-box learner of the same name in models/blackbox.p
 be validated at other ways than it trains with (`--val-ways`). `fixed_support`: the learner reads a support set
 of the size it was built for (SNAIL's TC blocks are sized for one sequence length), so it takes no extra shots at
 test time (`metalab eval --support-augment`). `chunks`: the method splits a meta-batch under vmap into chunks of
-`--task-chunk` tasks. `vmap_transforms`: the method differentiates inside vmap with torch.func, so a Conv4 under
-vmap gets the written-out batch norm (SetBatchNorm) rather than torch's.
+`--task-chunk` tasks, and can compile each chunk's meta-gradient (`--compile`). `vmap_transforms`: the method
+differentiates inside vmap with torch.func, so a Conv4 under vmap gets the written-out batch norm (SetBatchNorm)
+rather than torch's.
 """
 
+import os
+import shutil
 from dataclasses import dataclass
 from typing import Callable
 
@@ -69,9 +72,18 @@ def entry(name: str) -> Entry:
 def make_method(config: Config, learner: Learner) -> Method:
     method = entry(config.method)
     if config.task_chunk and not method.chunks:
-        chunked = ", ".join(name for name, e in METHODS.items() if e.chunks)
-        raise MetalabError(f"--task-chunk splits the meta-batch of {chunked}; {config.method} batches its tasks its "
-                           "own way: drop --task-chunk")
+        raise MetalabError(f"--task-chunk splits the meta-batch of {chunked_methods()}; {config.method} batches its "
+                           "tasks its own way: drop --task-chunk")
+    if config.compile and not method.chunks:
+        raise MetalabError(f"--compile compiles the meta-gradient of {chunked_methods()}; {config.method} has its "
+                           "own: drop --compile")
+    if config.compile and not any(shutil.which(cxx) for cxx in (os.environ.get("CXX", ""), "g++", "clang++") if cxx):
+        raise MetalabError("--compile needs a C++ compiler for torch.compile (g++ or clang++ on PATH, or $CXX): "
+                           "install one or drop --compile")
     if config.task_chunk and config.task_batching != "vmap":
         raise MetalabError("--task-chunk splits a meta-batch whose tasks are under vmap; add --task-batching vmap")
     return method.build(config, learner)
+
+
+def chunked_methods() -> str:
+    return ", ".join(name for name, e in METHODS.items() if e.chunks)
