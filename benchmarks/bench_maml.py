@@ -467,7 +467,7 @@ def child_time(spec: dict) -> dict:
     warmup = spec["warmup"]
     return {"times_s": times[warmup:], "cpu_s": cpu_times[warmup:], "warmup_s": times[:warmup],
             "first_loss": losses[0], "rss_setup_mib": rss_setup, "rss_peak_mib": peak_rss_mib(),
-            "rss_timed_peak_mib": rss_timed and vm_hwm_mib(),
+            "rss_timed_peak_mib": vm_hwm_mib() if rss_timed else None,
             "torch_threads": torch.get_num_threads()}
 
 
