@@ -16,7 +16,7 @@ WAYS, SHOTS, QUERIES, TASKS, SIZE = 3, 2, 4, 2, 8
 
 def protonet(seed=0):
     torch.manual_seed(seed)
-    config = preset("omniglot-5w1s-protonet").replace(ways=WAYS, hidden=4)
+    config = preset("omniglot-5w1s-protonet").replace(ways=WAYS, hidden=4, embedding="conv4")
     learner = classification(embedding_network(config, (1, SIZE, SIZE), WAYS).double())
     return PrototypicalNetwork.from_config(config, learner)
 

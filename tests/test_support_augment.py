@@ -107,7 +107,7 @@ def test_prototypes_of_exact_copies_are_the_prototypes_of_the_originals():
     """Prototypical networks average each class's embeddings: copies that equal their image change no logit
     (an independent check that a method takes the grown support with its labels paired right)."""
     torch.manual_seed(0)
-    config = preset("omniglot-5w1s-protonet").replace(ways=WAYS, hidden=4)
+    config = preset("omniglot-5w1s-protonet").replace(ways=WAYS, hidden=4, embedding="conv4")
     method = PrototypicalNetwork.from_config(config, classification(embedding_network(config, (1, 28, 28), WAYS)))
     meta = method.init_meta()
     episode = random_tasks().sample(generator_for(0, 1), 3)
