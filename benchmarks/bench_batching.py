@@ -66,7 +66,7 @@ def problem(tasks, ways, shots, queries, hidden, pooling, norm, dtype, device, s
     return model, episode.to(device)
 
 
-def maml(model, steps: int, inner_lr: float, batching: str, chunk: int = 0, compiled: bool = False) -> GradientMethod:
+def maml(model, steps: int, inner_lr: float, batching: str, chunk: int = 0, compiled: str = "false") -> GradientMethod:
     """Second-order MAML on the model, as the training loop runs it (GradientMethod.meta_loss)."""
     return GradientMethod(Learner(model, cross_entropy), InnerLoop("maml", inner_lr), train_steps=steps,
                           batching=batching, chunk=chunk, compiled=compiled)

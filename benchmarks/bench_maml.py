@@ -304,10 +304,12 @@ def vm_hwm_mib() -> float:
     return int(line.split()[1]) / 1024
 
 
-def peak_rss_mib() -> float:
+def peak_rss_mib(who: str = "self") -> float:
+    """This process's peak RSS ("self"), or its largest finished child's ("children"), MiB."""
     import resource
 
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    usage = resource.getrusage(resource.RUSAGE_SELF if who == "self" else resource.RUSAGE_CHILDREN)
+    return usage.ru_maxrss / 1024  # KiB on Linux
 
 
 def child_prepare(spec: dict) -> dict:
@@ -332,7 +334,7 @@ def child_prepare(spec: dict) -> dict:
 
 
 def build_meta_step(impl: str, model, episode, steps: int, inner_lr: float, batching: str = "loop",
-                    chunk: int = 0, compiled: bool = False):
+                    chunk: int = 0, compiled: str = "false"):
     """(compute, named_parameters): compute() adds d(mean query loss)/d(theta) to the .grad of the
     parameters and returns the mean query loss; named_parameters() are the meta-parameters theta.
     `batching` and `chunk` are metalab's way of batching the tasks (methods/batching.py); `compiled` its --compile."""
@@ -434,7 +436,7 @@ def child_gradient(spec: dict) -> dict:
 
     model, episode, c = load_problem(spec)
     compute, named = build_meta_step(spec["impl"], model, episode, spec["steps"], c["inner_lr"], c["metalab_batching"],
-                                     c.get("metalab_chunk", 0), c.get("metalab_compile", False))
+                                     c.get("metalab_chunk", 0), compile_mode(c))
     loss = compute()
     torch.save({name: p.grad.detach().clone() for name, p in named()}, spec["out"])
     return {"loss": loss}
@@ -449,7 +451,7 @@ def child_time(spec: dict) -> dict:
 
     model, episode, c = load_problem(spec)
     compute, named = build_meta_step(spec["impl"], model, episode, spec["steps"], c["inner_lr"], c["metalab_batching"],
-                                     c.get("metalab_chunk", 0), c.get("metalab_compile", False))
+                                     c.get("metalab_chunk", 0), compile_mode(c))
     optimizer = torch.optim.Adam([p for _, p in named()], lr=1e-3)
     rss_setup = peak_rss_mib()  # imports, inputs and model: what the meta-steps are measured above
     times, cpu_times, losses, rss_timed = [], [], [], None
@@ -467,6 +469,8 @@ def child_time(spec: dict) -> dict:
     warmup = spec["warmup"]
     return {"times_s": times[warmup:], "cpu_s": cpu_times[warmup:], "warmup_s": times[:warmup],
             "first_loss": losses[0], "rss_setup_mib": rss_setup, "rss_peak_mib": peak_rss_mib(),
+            # --compile aot compiles in a forked child: the largest child's peak RSS (0: none ran)
+            "rss_children_peak_mib": peak_rss_mib("children"),
             "rss_timed_peak_mib": vm_hwm_mib() if rss_timed else None,
             "torch_threads": torch.get_num_threads()}
 
@@ -577,14 +581,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--queries", type=int, default=15, help="queries per class")
     parser.add_argument("--hidden", type=int, default=64, help="Conv4 channels")
     parser.add_argument("--pooling", choices=("max", "stride"), default="max",
-                        help="Conv4 with 2x2 max-pooling, or the MAML paper's stride-2 convolutions (metalab's presets)")
+                        help="Conv4 with 2x2 max-pooling, or the MAML paper's stride-2 convolutions (the presets')")
     parser.add_argument("--metalab-batching", choices=("loop", "vmap"), default="loop",
                         help="how metalab batches the tasks (the libraries loop, as their MAML examples do)")
     parser.add_argument("--metalab-chunk", type=int, default=0,
                         help="with --metalab-batching vmap: tasks per vmapped chunk (metalab's --task-chunk; 0: all)")
-    parser.add_argument("--metalab-compile", action="store_true",
-                        help="metalab's --compile: each chunk's meta-gradient torch.compile'd (compiled in the warm-up "
-                             "step, whose time is reported apart)")
+    parser.add_argument("--metalab-compile", choices=("false", "true", "aot"), default="false",
+                        help="metalab's --compile: each chunk's meta-gradient compiled by torch.compile (true) or "
+                             "ahead of time (aot), in the warm-up step, whose time is reported apart")
     parser.add_argument("--inner-lr", type=float, default=0.4)
     parser.add_argument("--seed", type=int, default=0, help="weights and tasks (the same for all three)")
     parser.add_argument("--memory-steps", type=lambda text: parse_list(text, allow_empty=True),
@@ -621,6 +625,12 @@ def parse_args(argv=None) -> argparse.Namespace:
             or args.warmup < 0:
         parser.error("counts must be positive (--warmup may be 0)")
     return args
+
+
+def compile_mode(config: dict) -> str:
+    """metalab's --compile of a problem config: "false", "true" or "aot" (older reports stored a boolean)."""
+    mode = config.get("metalab_compile", "false")
+    return {True: "true", False: "false"}.get(mode, mode)
 
 
 def default_cache() -> Path:
@@ -700,6 +710,7 @@ def summarize(runs: dict, impls: list[str]) -> dict:
                 "meta_step_rss_mib": statistics.median(r["rss_peak_mib"] - r["rss_setup_mib"] for r in results),
                 "setup_rss_mib": statistics.median(r["rss_setup_mib"] for r in results),
                 "timed_peak_rss_mib": median_or_none([r.get("rss_timed_peak_mib") for r in results]),
+                "children_peak_rss_mib": median_or_none([r.get("rss_children_peak_mib") for r in results]),
                 "warmup_s": statistics.median(r["warmup_s"][0] for r in results) if results[0]["warmup_s"] else None,
                 "first_loss": results[0]["first_loss"],
                 "other_load_max": max((r["other_load"] for r in results if r["other_load"] is not None), default=None),
@@ -813,7 +824,7 @@ def print_table(report: dict) -> None:
     m, p = report["machine"], report["problem"]
     print(f"\nsecond-order MAML meta-step: Conv4 {p['hidden']} ch ({'max-pool' if p['pooling'] else 'stride 2'}, "
           f"batch norm; metalab batches tasks by {p['metalab_batching']}, chunk {p.get('metalab_chunk', 0)}"
-          f"{', compiled' if p.get('metalab_compile') else ''}), "
+          f"{'' if compile_mode(p) == 'false' else ', compiled ' + compile_mode(p)}), "
           f"{p['tasks']} tasks "
           f"{p['ways']}-way {p['shots']}-shot {p['queries']}-query, 28x28, inner lr {p['inner_lr']}")
     print(f"torch {m['torch']}, {m['torch_threads']} thread(s), {m['cpu_count']} CPUs, malloc {m['malloc']}, load "

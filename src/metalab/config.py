@@ -14,6 +14,7 @@ from typing import Self
 from metalab.errors import MetalabError
 
 TASK_BATCHING = ("loop", "vmap")  # how a method maps over the tasks of a batch (methods/batching.py)
+COMPILE = ("false", "true", "aot")  # how the MAML family's meta-gradient runs (methods/batching.py)
 HEAD_INITS = ("zero", "class_means", "normalized_class_means", "keep")  # fine-tuning heads (methods/heads.py)
 # Several processes (distributed/group.py): how ranks talk ("auto": gloo on the CPU, nccl on CUDA), and how long
 # a collective waits for a silent rank before the others stop.
@@ -24,7 +25,7 @@ DIST_TIMEOUT_S = 300.0
 # What Config accepts, field by field (the command line's fuzz tests draw their bad values from these too).
 CONFIG_CHOICES = {"problem": ("omniglot", "sinusoid", "polynomial"), "embedding": ("conv4", "resnet12", "pixels"),
                   "lr_schedule": ("cosine", "constant"), "task_batching": TASK_BATCHING,
-                  "lr_shape": ("element", "tensor"), "split": ("minimal", "lake", "vinyals")}
+                  "lr_shape": ("element", "tensor"), "split": ("minimal", "lake", "vinyals"), "compile": COMPILE}
 CONFIG_POSITIVE = ("ways", "shots", "queries", "hidden", "width", "layers", "memory_slots", "steps", "meta_batch_size",
                    "val_every", "val_episodes", "checkpoint_every", "log_every", "inner_lr", "meta_lr", "imaml_lambda",
                    "cg_steps", "hidden_layers", "elastic_sigma")
@@ -47,8 +48,7 @@ class Config(Settings):
     problem: str = "omniglot"  # omniglot | sinusoid | polynomial (cubic, data/polynomial.py)
     split: str = "minimal"  # omniglot class split: minimal | lake | vinyals
     ways: int = 5
-    val_ways: int = 0  # ways of the meta-validation episodes during training; 0: `ways` (prototypical networks train
-    # with more ways than the minimal split's validation part has classes)
+    val_ways: int = 0  # ways of meta-validation episodes; 0: `ways` (prototypical networks train with more ways)
     shots: int = 1
     queries: int = 15  # per class (omniglot) or points (sinusoid) in each task's query set
     rotations: bool = True  # rotated characters (90/180/270) as extra meta-training classes
@@ -95,7 +95,7 @@ class Config(Settings):
     grad_clip: float = 10.0  # max global norm of the meta-gradient; 0 disables clipping
     task_batching: str = "loop"  # loop | vmap: a measured choice per problem and device (docs/performance.md)
     task_chunk: int = 0  # vmap, MAML family: tasks per vmapped chunk, each chunk's graph freed in turn; 0: all at once
-    compile: bool = False  # MAML family: each chunk's meta-gradient torch.compile'd (a C++ compiler; minutes to start)
+    compile: str = "false"  # MAML family: chunks' meta-gradients compiled: true (torch.compile) | aot (ahead of time)
     # validation, checkpoints, logs
     val_every: int = 500
     val_episodes: int = 200
@@ -107,6 +107,8 @@ class Config(Settings):
     out_dir: str = ""  # default runs/<preset>
 
     def __post_init__(self):
+        if isinstance(self.compile, bool):  # a boolean before "aot" existed, as older checkpoints hold it
+            object.__setattr__(self, "compile", str(self.compile).lower())
         check_types(self)
         _check_choices(self, CONFIG_CHOICES)
         _check_numbers(self, positive=CONFIG_POSITIVE, at_least_zero=CONFIG_AT_LEAST_ZERO)
@@ -209,8 +211,7 @@ def check_types(config) -> None:
     for field in dataclasses.fields(config):
         value, kind = getattr(config, field.name), field.type
         accepted = (int, float) if kind is float else kind
-        if isinstance(kind, type) and (not isinstance(value, accepted) or (kind is not bool and
-                                                                           isinstance(value, bool))):
+        if isinstance(kind, type) and (not isinstance(value, accepted) or kind is not bool and isinstance(value, bool)):
             shown = repr(value) if isinstance(value, (str, int, float, type(None))) else f"a {type(value).__name__}"
             raise MetalabError(f"--{_flag(field.name)} must be a{'n' if kind is int else ''} "
                                f"{_TYPE_NAMES.get(kind, kind.__name__)}, got {shown[:80]}")
@@ -265,8 +266,7 @@ PRESETS: dict[str, Config] = {
     # SNAIL: the paper's Omniglot model (Conv4 of 64 channels with max-pooling); the TC blocks are sized for the
     # training episodes (T = N * K + 1), so a model trained at 1 shot also reads 5-shot episodes
     "omniglot-5w1s-snail": _BLACK_BOX.replace(method="snail", hidden=64, pooling=True, sequence_length=6),
-    # trained at the 5 shots it is evaluated at (SNAIL reads positions: one trained on 10-point support sets reads
-    # 5-point ones poorly), for 5,000 steps, not MAML's 70,000: the budget of its results in docs/results.md
+    # trained at the 5 shots it is evaluated at (SNAIL reads positions), 5,000 steps: its results' budget (results.md)
     "sinusoid-snail": _SINUSOID.replace(method="snail", shots=5, grad_clip=10.0, task_batching="loop",
                                         sequence_length=6, steps=5000, val_every=1000, checkpoint_every=1000),
     "omniglot-5w1s-metanet": _BLACK_BOX.replace(method="metanet", width=32, hidden=64, pooling=True, steps=5000,

@@ -25,3 +25,10 @@ def cache_dir() -> Path:
     if os.environ.get("METALAB_CACHE"):
         return Path(os.environ["METALAB_CACHE"]).expanduser()
     return Path(platformdirs.user_cache_dir("metalab")) / "preprocessed"
+
+
+def program_dir() -> Path:
+    """The folder for compiled meta-gradient programs (`--compile aot`): `$METALAB_CACHE/programs`, else the
+    user's cache folder's (safe to delete; a program is rebuilt when missing)."""
+    root = os.environ.get("METALAB_CACHE")
+    return (Path(root).expanduser() if root else Path(platformdirs.user_cache_dir("metalab"))) / "programs"

@@ -151,7 +151,7 @@ class GradientMethod:
     first_order_warmup: int = 0  # meta-steps of first-order MAML before second order
     batching: str = "loop"  # methods/batching.py
     chunk: int = 0  # under vmap, tasks per chunk whose graph is freed before the next (0: all at once)
-    compiled: bool = False  # each chunk's meta-gradient as one torch.compile'd program (methods/batching.py)
+    compiled: str = "false"  # "true", "aot": each chunk's meta-gradient as one compiled program (methods/batching.py)
     step_name: str = "inner steps"
 
     @classmethod

@@ -74,12 +74,16 @@ def make_method(config: Config, learner: Learner) -> Method:
     if config.task_chunk and not method.chunks:
         raise MetalabError(f"--task-chunk splits the meta-batch of {chunked_methods()}; {config.method} batches its "
                            "tasks its own way: drop --task-chunk")
-    if config.compile and not method.chunks:
+    compiled = config.compile != "false"
+    if compiled and not method.chunks:
         raise MetalabError(f"--compile compiles the meta-gradient of {chunked_methods()}; {config.method} has its "
-                           "own: drop --compile")
-    if config.compile and not any(shutil.which(cxx) for cxx in (os.environ.get("CXX", ""), "g++", "clang++") if cxx):
+                           "own: use --compile false")
+    if compiled and not any(shutil.which(cxx) for cxx in (os.environ.get("CXX", ""), "g++", "clang++") if cxx):
         raise MetalabError("--compile needs a C++ compiler for torch.compile (g++ or clang++ on PATH, or $CXX): "
-                           "install one or drop --compile")
+                           "install one or use --compile false")
+    if config.compile == "aot" and (config.device != "cpu" or not hasattr(os, "fork")):
+        raise MetalabError(f"--compile aot builds CPU programs in a forked process (Linux, macOS), not for "
+                           f"{config.device if hasattr(os, 'fork') else 'this system'}: use --compile true")
     if config.task_chunk and config.task_batching != "vmap":
         raise MetalabError("--task-chunk splits a meta-batch whose tasks are under vmap; add --task-batching vmap")
     return method.build(config, learner)
