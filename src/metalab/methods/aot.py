@@ -28,11 +28,11 @@ from metalab.data.paths import program_dir
 from metalab.errors import MetalabError
 
 
-def ahead_of_time(fn: Callable[..., tuple[Tensor, ...]], example_inputs: list[Tensor],
-                  folder: Path | None = None) -> Callable[[list[Tensor]], list[Tensor]]:
+def ahead_of_time(fn: Callable[..., tuple[Tensor, ...]], example_inputs: list[Tensor]
+                  ) -> Callable[[list[Tensor]], list[Tensor]]:
     """fn as a compiled program: a callable of a list of tensors (contiguous, as the examples) to fn's outputs."""
-    path = _compile_in_child(fn, example_inputs, writable_folder(folder or program_dir(), "the program cache "
-                                                                 "($METALAB_CACHE/programs)"))
+    folder = writable_folder(program_dir(), "the program cache ($METALAB_CACHE/programs)")
+    path = _compile_in_child(fn, example_inputs, folder)
     # The loader is torch's C++ one: creating and running it imports nothing of the compiler.
     loader = torch._C._aoti.AOTIModelPackageLoader(str(path), "model", False, 1, -1)
     return lambda inputs: loader.boxed_run(list(inputs))
