@@ -43,6 +43,7 @@ from metalab.methods.learner import Learner, cross_entropy
 from metalab.methods.optimization import GradientMethod, InnerLoop
 from metalab.models.networks import conv4
 from metalab.runtime import configure_torch
+from metalab.training.optimizer import Adam
 
 REPO = Path(__file__).resolve().parents[1]
 WAYS = [("loop", "batch"), ("loop", "set_batch"), ("vmap", "batch"), ("vmap", "set_batch")]
@@ -109,7 +110,7 @@ def timed_meta_steps(meta: dict, compute, device, warmup: int, iters: int, above
     """{times_s, peak_mib} of `iters` meta-steps (zero_grad, compute() for the meta-gradient, Adam) after `warmup`
     untimed ones. Peak memory: torch.cuda.max_memory_allocated on CUDA, else this process's peak RSS (minus its
     RSS before the first step if above_start)."""
-    optimizer = torch.optim.Adam([p for ps in meta.values() for p in ps.values()], lr=1e-3)
+    optimizer = Adam([p for ps in meta.values() for p in ps.values()])  # training's own
     cuda = device.type == "cuda"
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 if above_start and not cuda else 0
     times = []
@@ -119,9 +120,9 @@ def timed_meta_steps(meta: dict, compute, device, warmup: int, iters: int, above
             if i == warmup:
                 torch.cuda.reset_peak_memory_stats()
         start = time.perf_counter()
-        optimizer.zero_grad(set_to_none=True)
+        optimizer.zero_grad()
         compute()
-        optimizer.step()
+        optimizer.step(1e-3)
         if cuda:
             torch.cuda.synchronize()
         times.append(time.perf_counter() - start)

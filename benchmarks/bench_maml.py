@@ -52,6 +52,7 @@ import tarfile
 import tempfile
 import time
 from datetime import datetime, timezone
+from functools import partial
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -452,16 +453,23 @@ def child_time(spec: dict) -> dict:
     model, episode, c = load_problem(spec)
     compute, named = build_meta_step(spec["impl"], model, episode, spec["steps"], c["inner_lr"], c["metalab_batching"],
                                      c.get("metalab_chunk", 0), compile_mode(c))
-    optimizer = torch.optim.Adam([p for _, p in named()], lr=1e-3)
+    if spec["impl"] == "metalab":  # its own Adam, as its training runs (torch.optim's would import the compiler)
+        from metalab.training.optimizer import Adam
+
+        optimizer = Adam([p for _, p in named()])
+        optimizer_step = partial(optimizer.step, 1e-3)
+    else:  # torch.optim.Adam, as the libraries' MAML examples
+        optimizer = torch.optim.Adam([p for _, p in named()], lr=1e-3)
+        optimizer_step = optimizer.step
     rss_setup = peak_rss_mib()  # imports, inputs and model: what the meta-steps are measured above
     times, cpu_times, losses, rss_timed = [], [], [], None
     for step in range(spec["warmup"] + spec["iters"]):
         if step == spec["warmup"]:
             rss_timed = reset_peak_rss()
         start, start_cpu = time.perf_counter(), time.process_time()
-        optimizer.zero_grad(set_to_none=True)
+        optimizer.zero_grad()
         losses.append(compute())
-        optimizer.step()  # leaves .grad as it is
+        optimizer_step()  # leaves .grad as it is
         times.append(time.perf_counter() - start)
         cpu_times.append(time.process_time() - start_cpu)
         if step == 0 and spec.get("grad_out"):

@@ -25,19 +25,20 @@ from metalab.errors import MetalabError
 DRIVER = """
 import os, sys
 import torch
-from torch.optim.optimizer import register_optimizer_step_pre_hook
+from metalab.training.optimizer import Adam
 if os.environ.get("DRIVER_FLOAT64"):
     torch.set_default_dtype(torch.float64)
 rank, grads = int(os.environ.get("RANK", "0")), []
 perturb = tuple(map(int, os.environ.get("DRIVER_PERTURB", "-1:-1").split(":")))  # (rank, step): drift apart
+adam_step = Adam.step
 
-def record(optimizer, args, kwargs):
-    params = [p for group in optimizer.param_groups for p in group["params"]]
-    grads.append(torch.cat([p.grad.reshape(-1) for p in params if p.grad is not None]).clone())
+def record(optimizer, lr):
+    grads.append(torch.cat([p.grad.reshape(-1) for p in optimizer.params if p.grad is not None]).clone())
     if (rank, len(grads)) == perturb:
-        params[0].data.add_(1e-3)
+        optimizer.params[0].data.add_(1e-3)
+    adam_step(optimizer, lr)
 
-register_optimizer_step_pre_hook(record)
+Adam.step = record
 from metalab.cli.main import main
 code = main(sys.argv[1:])
 if os.environ.get("DRIVER_GRADS"):

@@ -18,7 +18,7 @@ from metalab.errors import MetalabError
 
 # The fields of a meta-training checkpoint (training/loop.py) and their types.
 META_TRAINING_FIELDS = {"config": dict, "meta": dict, "step": int, "best": (float, int, type(None)),
-                        "optimizer": dict, "scheduler": dict, "torch_rng": torch.Tensor}
+                        "optimizer": dict, "torch_rng": torch.Tensor}
 
 
 def save(path: Path, state: dict) -> None:

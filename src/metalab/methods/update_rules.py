@@ -4,8 +4,6 @@ Each takes a parameter tensor and its gradient (and its state, for Adam) and ret
 changes anything in place, so outer autograd differentiates through them (MAML's second-order terms).
 """
 
-import math
-
 import torch
 from torch import Tensor
 
@@ -29,9 +27,10 @@ def learned_update(param: Tensor, gradient: Tensor, lr: float, net: Params, prog
 
 
 def adam(param: Tensor, gradient: Tensor, m: Tensor, v: Tensor, lr: float, t: int) -> tuple[Tensor, Tensor, Tensor]:
-    """torch.optim.Adam's arithmetic for its t-th update (t >= 1): (new param, new m, new v)."""
+    """torch.optim.Adam's t-th update (t >= 1) op for op as its single-tensor path computes it, so the same
+    numbers: (new param, new m, new v)."""
     (beta1, beta2) = ADAM_BETAS
-    m = beta1 * m + (1 - beta1) * gradient
-    v = beta2 * v + (1 - beta2) * gradient * gradient
-    denominator = v.sqrt() / math.sqrt(1 - beta2**t) + ADAM_EPS
-    return param - (lr / (1 - beta1**t)) * m / denominator, m, v
+    m = torch.lerp(m, gradient, 1 - beta1)
+    v = (v * beta2).addcmul(gradient, gradient, value=1 - beta2)
+    denominator = (v.sqrt() / (1 - beta2**t) ** 0.5).add(ADAM_EPS)
+    return param.addcdiv(m, denominator, value=-(lr / (1 - beta1**t))), m, v

@@ -25,6 +25,7 @@ from metalab.problem import Problem, build_problem
 from metalab.runtime import configure_torch
 from metalab.training.guards import Guard, chance_note, gradient_norm
 from metalab.training.metrics_log import MetricsLog
+from metalab.training.optimizer import Adam
 from metalab.training.resume import restore
 from metalab.training.run_folder import claimed, start_or_refuse
 
@@ -65,13 +66,12 @@ def _train(config: Config, out_dir: Path, resume: bool, data_dir, problem: Probl
     meta = method.init_meta()
     meta = {g: {n: p.detach().to(device).requires_grad_(True) for n, p in ps.items()} for g, ps in meta.items()}
     problem.learner.model.to(device)
-    optimizer = torch.optim.Adam(meta_parameters(meta), lr=config.meta_lr)
+    optimizer = Adam(meta_parameters(meta))
     schedule = _schedule(config)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
     start, best, guard = 0, None, Guard(config)
     state = sync.load_from_main(group, out_dir / "last.pt") if resume else None
     if state is not None:
-        start, best = restore(state, out_dir / "last.pt", config, meta, optimizer, scheduler)
+        start, best = restore(state, out_dir / "last.pt", config, meta, optimizer)
         guard.saved(out_dir / "last.pt", start)
     elif resume and group.is_main:
         print(f"no checkpoint in {out_dir}; starting from step 0")
@@ -94,15 +94,14 @@ def _train(config: Config, out_dir: Path, resume: bool, data_dir, problem: Probl
         # Every rank draws the whole meta-batch and keeps its share: the tasks depend on (seed, step, index) only.
         episode = problem.tasks["train"].sample(generator_for(config.seed, TRAIN_STREAM, step),
                                                 config.meta_batch_size).tasks(*tasks_here).to(device)
-        optimizer.zero_grad(set_to_none=True)
+        optimizer.zero_grad()
         loss, score = method.meta_loss(meta, episode, step)
         loss.backward()
         loss, score = sync.mean_gradients(group, meta_parameters(meta), loss, score, episode.batch_size,
                                            config.meta_batch_size, done)
         grad_norm = gradient_norm(meta_parameters(meta), config.grad_clip)
         guard.step(done, loss, grad_norm)
-        optimizer.step()
-        scheduler.step()
+        optimizer.step(config.meta_lr * schedule(step))
         if done % config.val_every == 0 or done % config.checkpoint_every == 0 or done == config.steps:
             guard.parameters(done, meta_parameters(meta))
         record = {"step": done, "time": time.perf_counter() - wall_clock, "cpu_time": time.process_time() - cpu_clock,
@@ -120,7 +119,7 @@ def _train(config: Config, out_dir: Path, resume: bool, data_dir, problem: Probl
                 bar.write(f"step {done}: val {metric.name} {record['val']:.4f}{' (best)' if improved else ''}")
             if improved:
                 sync.save_from_main(group, out_dir / "best.pt",
-                                    lambda: _state(config, meta, optimizer, scheduler, done, best), done)
+                                    lambda: _state(config, meta, optimizer, done, best), done)
         if done % check_every == 0 or done == config.steps:
             sync.check_in_sync(group, meta_parameters(meta), done)
         if log and (done % config.log_every == 0 or "val" in record):
@@ -130,7 +129,7 @@ def _train(config: Config, out_dir: Path, resume: bool, data_dir, problem: Probl
                     writer.add_scalar(key, record[key], done)
         if done % config.checkpoint_every == 0 or done == config.steps:
             sync.save_from_main(group, out_dir / "last.pt",
-                                lambda: _state(config, meta, optimizer, scheduler, done, best), done)
+                                lambda: _state(config, meta, optimizer, done, best), done)
             guard.saved(out_dir / "last.pt", done)
     if group.is_main:
         log.close()
@@ -152,8 +151,7 @@ def _schedule(config: Config):
     return lambda step: 0.5 * (1.0 + math.cos(math.pi * min(step, config.steps) / config.steps))
 
 
-def _state(config, meta, optimizer, scheduler, step, best) -> dict:
+def _state(config, meta, optimizer, step, best) -> dict:
     return {"config": dataclasses.asdict(config), "step": step, "best": best,
             "meta": {g: {n: p.detach().cpu() for n, p in ps.items()} for g, ps in meta.items()},
-            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-            "torch_rng": torch.get_rng_state()}
+            "optimizer": optimizer.state_dict(), "torch_rng": torch.get_rng_state()}

@@ -35,6 +35,7 @@ from metalab.distributed.group import Group
 from metalab.errors import MetalabError
 from metalab.models.networks import conv4, mlp
 from metalab.runtime import configure_torch
+from metalab.training.optimizer import Adam
 from metalab.training.run_folder import claimed
 
 KIND = "pretrained"  # the checkpoint's "kind", so a fine-tuning start can tell it from a meta-training one
@@ -133,7 +134,7 @@ def _fit(config: PretrainConfig, model: nn.Module, loss_fn: Callable, epoch_batc
     val_batches = [(x.to(device), y.to(device))  # fixed: moved once, not every epoch
                    for x, y in val_batches[slice(*contiguous_share(len(val_batches), group.rank, group.size))]]
     val_examples = sum(y.numel() for _, y in val_batches)
-    optimizer = torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+    optimizer = Adam(params, weight_decay=config.weight_decay)
     better = (lambda a, b: a > b) if metric == "accuracy" else (lambda a, b: a < b)
     best, history, started, step = None, [], time.perf_counter(), 0
     for epoch in range(1, config.max_epochs + 1):
@@ -142,14 +143,14 @@ def _fit(config: PretrainConfig, model: nn.Module, loss_fn: Callable, epoch_batc
             step += 1
             group.enter(step)
             start, stop = contiguous_share(len(y), group.rank, group.size)
-            optimizer.zero_grad(set_to_none=True)
+            optimizer.zero_grad()
             # A share can be empty (a last batch smaller than the number of processes): it adds no gradient.
             loss = loss_fn(model(x[start:stop].to(device)), y[start:stop].to(device)) if stop > start else None
             if loss is not None:
                 loss.backward()
             loss = loss if loss is not None else torch.zeros((), device=device)
             loss = sync.mean_gradients(group, params, loss, loss, stop - start, len(y), step)[0]
-            optimizer.step()
+            optimizer.step(config.lr)
             loss_sum += loss * len(y)
             examples += len(y)
         val = validation_score(model, val_batches, metric) if val_batches else 0.0
