@@ -86,11 +86,17 @@ def test_a_compiled_meta_step_gives_the_eager_meta_gradient_and_compiles_once(mo
 
 def test_an_aot_program_is_loaded_from_disk_in_a_new_process_that_never_imports_the_compiler(program_cache,
                                                                                              monkeypatch):
+    """It neither rebuilds the program nor imports the compiler, and removes what a build killed part-way left."""
     monkeypatch.setenv("METALAB_CACHE", str(program_cache))
+    monkeypatch.setattr(batching, "_PROGRAMS", {})  # this process asks a child for the program's path too
+    paths, find = [], aot._compile_in_child
+    monkeypatch.setattr(aot, "_compile_in_child", lambda *args: paths.append(find(*args)) or paths[-1])
     method = GradientMethod(Learner(sinusoid_like_problem()[0], mse), InnerLoop("metasgd", 0.3), train_steps=2,
                             compiled="aot")
     meta_step(method, sinusoid_like_problem()[1])  # the program exists (it may come from the test above)
     programs = {path: path.stat().st_mtime_ns for path in (program_cache / "programs").glob("*.pt2")}
+    torn = paths[0].with_name(f".{paths[0].stem}.999999.pt2")  # what a build killed part-way leaves
+    torn.write_bytes(b"torn")
     script = ("import sys; from test_compile import *\n"
               "model, episode = sinusoid_like_problem()\n"
               "method = GradientMethod(Learner(model, mse), InnerLoop('metasgd', 0.3), train_steps=2, compiled='aot')\n"
@@ -102,6 +108,7 @@ def test_an_aot_program_is_loaded_from_disk_in_a_new_process_that_never_imports_
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip().splitlines()[-1] == "[]"
     assert {path: path.stat().st_mtime_ns for path in (program_cache / "programs").glob("*.pt2")} == programs
+    assert not torn.exists()
 
 
 def test_a_failed_aot_build_is_one_error_with_the_fix(program_cache, monkeypatch):

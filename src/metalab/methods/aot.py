@@ -6,8 +6,9 @@ the compiler (torch._dynamo, torch._inductor) nor keeps the memory it takes.
     outputs = program(inputs)                     # inputs of the examples' shapes, dtypes and devices
 
 The child traces fn with make_fx into a graph of aten operators and names the program by a hash of that graph,
-its inputs' shapes and dtypes, torch's version and the CPU's vector capability: a program on disk is loaded only
-for the very graph it was compiled from, so changed code or settings compile anew and never load a stale one.
+its inputs' shapes and dtypes, the thread count its kernels are parallel over (the caller's), torch's version and
+the CPU's vector capability: a program on disk is loaded only for the very graph and setting it was compiled for,
+so changed code or settings compile anew and never load a stale one.
 It compiles only if no program of that name is in the cache folder (data/paths.py: program_dir), under a lock,
 so that processes that need the same program (the ranks of a torchrun) build it once. A fork rather than a new
 interpreter: the child has the function itself, whatever network or loss it closes over, with nothing to rebuild.
@@ -65,15 +66,19 @@ def _compile_in_child(fn: Callable, inputs: list[Tensor], folder: Path) -> Path:
 def _trace_and_compile(fn: Callable, inputs: list[Tensor], folder: Path) -> Path:
     from torch.fx.experimental.proxy_tensor import make_fx
 
+    threads = torch.get_num_threads()  # the parent's: the program's own kernels are parallel over as many
     torch.set_num_threads(1)  # the parent's OpenMP threads are not in this child; tracing needs none
     warnings.simplefilter("ignore")  # torch's deprecation notices about its own internals: nothing for the user
     graph = make_fx(fn)(*inputs)
-    path = folder / f"{_program_name(graph, inputs)}.pt2"
+    path = folder / f"{_program_name(graph, inputs, threads)}.pt2"
     with open(path.with_suffix(".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
+        for stale in folder.glob(f".{path.stem}.*.pt2"):  # a builder killed part-way: none runs while we hold the lock
+            stale.unlink(missing_ok=True)
         if not path.exists():
-            from torch._inductor import aoti_compile_and_package
+            from torch._inductor import aoti_compile_and_package, config
 
+            config.cpp.threads = threads  # else the child's one thread, and every fused kernel would run serially
             exported = torch.export.export(graph, tuple(inputs), strict=False)
             partial = path.with_name(f".{path.stem}.{os.getpid()}.pt2")
             try:
@@ -84,10 +89,10 @@ def _trace_and_compile(fn: Callable, inputs: list[Tensor], folder: Path) -> Path
     return path
 
 
-def _program_name(graph: torch.fx.GraphModule, inputs: list[Tensor]) -> str:
+def _program_name(graph: torch.fx.GraphModule, inputs: list[Tensor], threads: int) -> str:
     """A hash of everything the compiled program depends on."""
     digest = hashlib.sha256()
-    for part in (torch.__version__, torch.backends.cpu.get_cpu_capability(), graph.code,
+    for part in (torch.__version__, torch.backends.cpu.get_cpu_capability(), threads, graph.code,
                  [(tuple(t.shape), t.stride(), str(t.dtype), str(t.device)) for t in inputs]):
         digest.update(repr(part).encode())
     for node in graph.graph.nodes:
