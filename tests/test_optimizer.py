@@ -94,8 +94,8 @@ def test_a_state_that_does_not_fit_is_refused():
 def test_a_training_process_never_imports_the_compiler(tmp_path):
     code = ("import sys; from metalab.cli.main import main\n"
             "try:\n"
-            f"    main(['train', '--preset', 'sinusoid-maml', '--steps', '4', '--val-every', '2', '--val-episodes', '4',"
-            f" '--checkpoint-every', '2', '--threads', '1', '--out-dir', {str(tmp_path / 'run')!r}])\n"
+            "    main(['train', '--preset', 'sinusoid-maml', '--steps', '4', '--val-every', '2', '--val-episodes',"
+            f" '4', '--checkpoint-every', '2', '--threads', '1', '--out-dir', {str(tmp_path / 'run')!r}])\n"
             "except SystemExit as exit:\n"
             "    assert not exit.code, exit.code\n"
             "print(sorted(m for m in ('torch._dynamo', 'torch._inductor', 'sympy') if m in sys.modules))\n")
