@@ -1,6 +1,6 @@
 """Fault injection on real `metalab train` processes: SIGKILL at chosen and at random moments, two writers on one
 run folder, a full disk (a file-size limit, RLIMIT_FSIZE, in the child). What must survive: a resumed run equals
-the uninterrupted one bit for bit (parameters, Adam's moments, scheduler, RNG, best.pt, the log), no temporary
+the uninterrupted one bit for bit (parameters, Adam's moments, RNG, best.pt, the log), no temporary
 file outlives its writer, and every refusal is one line on stderr with exit 2.
 
 The children run tests/fault_child.py, which installs the fault named by $METALAB_FAULT and then runs `metalab`.
