@@ -33,8 +33,10 @@ class Adam:
             if param.grad is None:
                 continue
             gradient = param.grad.add(param, alpha=self.weight_decay) if self.weight_decay else param.grad
-            state = self.state.setdefault(index, {"step": torch.tensor(0.0), "exp_avg": torch.zeros_like(param),
-                                                  "exp_avg_sq": torch.zeros_like(param)})
+            if index not in self.state:  # its first update
+                self.state[index] = {"step": torch.tensor(0.0), "exp_avg": torch.zeros_like(param),
+                                     "exp_avg_sq": torch.zeros_like(param)}
+            state = self.state[index]
             state["step"] += 1
             new_param, state["exp_avg"], state["exp_avg_sq"] = adam(
                 param, gradient, state["exp_avg"], state["exp_avg_sq"], lr, state["step"].item())
